@@ -1,0 +1,1 @@
+"""Backends of POD Engine: image generators, prompt writers, publishers."""

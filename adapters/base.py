@@ -1,0 +1,197 @@
+"""The small interfaces every backend of POD Engine implements.
+
+Three kinds of adapter plug into the engine:
+
+    ImageBackend.generate(spec, ctx)                 -> [ImageFile]
+    PromptWriter.write(request, count, ctx)          -> [DesignBrief]
+    Publisher.publish(artwork, product_type, brief, ctx) -> Product (a dict)
+
+Each adapter is built once per engine as ``Cls(settings, http=None)``, has a
+``name``, answers ``health()`` (called from a background probe, so it must use
+short timeouts) and releases what it holds in ``close()``.
+
+``ctx`` is the running job's handle (``podengine.JobContext``). Adapters use:
+``ctx.job_id``, ``ctx.data_dir`` (a Path), ``ctx.job_dir`` (a Path under
+DATA_DIR for this job's files), ``ctx.log(message, level)``,
+``ctx.progress(percent)``, ``ctx.checkpoint(key, fn)``, ``ctx.cancelled``,
+``ctx.file_url(path)`` and ``ctx.run_in_thread(fn, *args)`` for CPU-heavy work
+(Pillow), which keeps the server answering while an image renders.
+
+Errors: adapters raise ``AdapterError`` (or a subclass) and say whether trying
+again later can help (``retryable``). Anything else an adapter raises is a bug
+and fails the job without retry.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+
+__all__ = [
+    'Adapter', 'AdapterError', 'Artwork', 'DesignBrief', 'ImageBackend',
+    'ImageFile', 'ImageSpec', 'PodEngineError', 'ProductType', 'PromptWriter',
+    'Publisher', 'Record',
+]
+
+
+###############################################################################
+# Errors ######################################################################
+###############################################################################
+
+class PodEngineError(Exception):
+    """Root of every error the engine and its adapters raise on purpose."""
+
+
+class AdapterError(PodEngineError):
+    """A backend could not do its work.
+
+    ``retryable`` says whether the same call may succeed later (a timeout, a
+    5xx, a 429) or never will (a 4xx that describes the request itself).
+    """
+
+    def __init__(self, message, *, adapter=None, status=None, retryable=True):
+        super().__init__(message)
+        self.adapter = adapter
+        self.status = status
+        self.retryable = retryable
+
+
+###############################################################################
+# Records passed between the engine and adapters ##############################
+###############################################################################
+
+class Record:
+    """A dataclass that travels through JSON checkpoints and job results."""
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class ImageSpec(Record):
+    """What to draw: one prompt, ``count`` images, each with its own seed."""
+    prompt: str
+    negative_prompt: str = ''
+    seed: int = 0
+    width: int = 4500
+    height: int = 5400
+    count: int = 1
+    filename_prefix: str = 'design'
+
+
+@dataclass
+class ImageFile(Record):
+    """One generated image. ``path`` is relative to DATA_DIR."""
+    path: str
+    width: int
+    height: int
+    seed: int
+    prompt: str
+    backend: str
+
+
+@dataclass
+class DesignBrief(Record):
+    """A design to make and sell: the image prompt and the listing copy."""
+    image_prompt: str
+    title: str
+    description: str
+    tags: list = field(default_factory=list)
+    negative_prompt: str = ''
+    description_html: str = ''
+    writer: str = ''
+
+
+@dataclass
+class Artwork(Record):
+    """A print-ready design file. ``key`` is unique and stable within a job,
+    so publishers can derive idempotent upstream ids from it."""
+    key: str
+    path: str
+    url: str
+    width: int
+    height: int
+
+
+@dataclass
+class ProductType(Record):
+    """One entry of the product catalogue (``tshirt``, ``hoodie``, ...)."""
+    key: str
+    name: str
+    price: float
+    sizes: list = field(default_factory=list)
+    colors: list = field(default_factory=list)
+    print_width: int = 4500
+    print_height: int = 5400
+    extra: dict = field(default_factory=dict)
+
+
+###############################################################################
+# Adapter interfaces ##########################################################
+###############################################################################
+
+class Adapter:
+    """Base of every backend: a name, a health probe and ``close()``."""
+
+    name = 'adapter'
+
+    def __init__(self, settings, http=None):
+        self.settings = settings
+        self.http = http
+
+    def health(self):
+        """Return True when the backend can take work. Must return quickly."""
+        return True
+
+    def describe(self):
+        """A short, secret-free description for start-up logs and /api/info."""
+        return self.name
+
+    def close(self):
+        """Release connections and files. Called once at shutdown."""
+
+
+class ImageBackend(Adapter):
+    """Turns a prompt into images on disk."""
+
+    def generate(self, spec, ctx):
+        """Draw ``spec.count`` images for ``spec``.
+
+        :param spec: an ImageSpec
+        :param ctx: the job context
+        :return: a list of ImageFile, paths relative to DATA_DIR
+        :raises AdapterError: when the images cannot be made
+        """
+        raise NotImplementedError
+
+
+class PromptWriter(Adapter):
+    """Turns a generate request into design briefs (prompt plus copy)."""
+
+    def write(self, request, count, ctx):
+        """Write ``count`` distinct briefs for ``request``.
+
+        :param request: the validated generate request (a dict)
+        :param count: how many designs to brief
+        :param ctx: the job context
+        :return: a list of ``count`` DesignBrief
+        """
+        raise NotImplementedError
+
+
+class Publisher(Adapter):
+    """Creates (and, when asked, publishes) one product on a platform."""
+
+    def publish(self, artwork, product_type, brief, ctx, auto_publish=True):
+        """Create the product for ``artwork`` as ``product_type``.
+
+        Must be idempotent for a given ``ctx.job_id`` and ``artwork.key``:
+        called again after a crash, it returns the product it made before
+        instead of making a second one.
+
+        :return: ``{"platform", "productId", "url", "type", ...}``
+        :raises AdapterError: when the product cannot be made
+        """
+        raise NotImplementedError

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the whole test suite. Creates .venv and installs requirements-dev.txt when needed,
+# and the Node Socket.IO client for the cross-client test when node and npm are present.
+set -euo pipefail
+cd "$(dirname "$0")"
+source ./scripts/venv.sh requirements-dev.txt
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  if [ ! -d tests/node/node_modules/socket.io-client ]; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+else
+  echo "run-tests: node/npm not found; the Node Socket.IO client test will be skipped"
+fi
+exec .venv/bin/python -m pytest "$@"

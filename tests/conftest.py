@@ -1,0 +1,166 @@
+"""Test harness: real engines in subprocesses on 127.0.0.1:0, driven over HTTP.
+
+``engines`` starts as many engines as a test needs, each in its own DATA_DIR
+(or a shared one, for restart tests), and on teardown stops them and checks
+that none logged a traceback: an unexpected exception in the engine fails the
+test even when the HTTP answers looked fine.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+LISTENING = re.compile(r'listening on (http://[\d.]+:\d+)')
+
+# Settings that keep tests quick; a test overrides any of them.
+FAST = {
+    'RETRY_DELAY_MS': '100',
+    'METRICS_INTERVAL_MS': '10000',
+    'HEALTH_CHECK_INTERVAL_MS': '60000',
+    'SHUTDOWN_TIMEOUT_MS': '2000',
+}
+
+
+class EngineProcess:
+    """One `python podengine.py` with its own log file."""
+
+    def __init__(self, data_dir, log_path, env):
+        self.data_dir = Path(data_dir)
+        self.log_path = log_path
+        self.env = env
+        self.proc = None
+        self.url = None
+
+    def start(self, timeout=30, expect_ready=True):
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith(('POD_', 'PRINTIFY', 'SHOPIFY', 'COMFYUI', 'LLM_',
+                                      'ANTHROPIC', 'OPENAI'))}
+        env.update({'HOST': '127.0.0.1', 'PORT': '0', 'DATA_DIR': str(self.data_dir),
+                    'ENV_FILE': str(self.data_dir.parent / 'no.env'),
+                    'PYTHONPATH': str(TESTS / 'plugins'), 'PYTHONUNBUFFERED': '1',
+                    **FAST, **self.env})
+        self.log_file = open(self.log_path, 'ab')
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / 'podengine.py')], cwd=ROOT,
+                                     env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+        if expect_ready:
+            self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = LISTENING.search(self.log())
+            if found:
+                self.url = found.group(1)
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f'engine exited {self.proc.returncode}:\n{self.log()}')
+            time.sleep(0.02)
+        raise AssertionError(f'engine not ready in {timeout}s:\n{self.log()}')
+
+    def log(self):
+        return self.log_path.read_text(errors='replace')
+
+    def wait_exit(self, timeout=20):
+        return self.proc.wait(timeout)
+
+    # HTTP ----------------------------------------------------------------
+
+    def request(self, method, path, **kwargs):
+        kwargs.setdefault('timeout', 10)
+        return requests.request(method, self.url + path, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.request('GET', path, **kwargs)
+
+    def post(self, path, json=None, **kwargs):
+        return self.request('POST', path, json=json, **kwargs)
+
+    def submit(self, body, path='/api/jobs'):
+        response = self.post(path, json=body)
+        assert response.status_code == 201, response.text
+        return response.json()['jobId']
+
+    def job(self, job_id):
+        response = self.get(f'/api/jobs/{job_id}')
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_for(self, job_id, *statuses, timeout=30, where=None):
+        """Poll the job until its status is one of ``statuses`` (and ``where``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job['status'] in statuses and (where is None or where(job)):
+                return job
+            time.sleep(0.03)
+        raise AssertionError(f'{job_id} never reached {statuses}: {job}')
+
+    # Stopping ------------------------------------------------------------
+
+    def stop(self, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f'engine ignored SIGTERM for {timeout}s')
+        self.log_file.close()
+        return self.proc.returncode
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.log_file.close()
+
+
+class Engines:
+    """Starts engines for one test and cleans up after it."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.started = []
+        self.allow_tracebacks = False
+
+    def start(self, data_dir=None, expect_ready=True, **env):
+        data_dir = Path(data_dir or self.tmp_path / f'data{len(self.started)}')
+        log_path = self.tmp_path / f'engine{len(self.started)}.log'
+        engine = EngineProcess(data_dir, log_path, {k: str(v) for k, v in env.items()})
+        self.started.append(engine)
+        return engine.start(expect_ready=expect_ready)
+
+    def close(self):
+        problems = []
+        for engine in self.started:
+            if engine.proc.poll() is None:
+                try:
+                    engine.stop()
+                except AssertionError as exc:
+                    problems.append(str(exc))
+            if 'Traceback' in engine.log() and not self.allow_tracebacks:
+                problems.append(f'{engine.log_path.name} logged a traceback:\n{engine.log()}')
+        assert not problems, '\n'.join(problems)
+
+
+@pytest.fixture
+def engines(tmp_path):
+    manager = Engines(tmp_path)
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def engine(engines):
+    """A fresh engine with the test plugins loaded."""
+    return engines.start(CUSTOM_HANDLERS='testkit')
