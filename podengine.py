@@ -1119,7 +1119,7 @@ class Engine:
     def _run_attempt(self, job):
         self._set_status(job, RUNNING, f'Job started (type: {job["type"]})',
                          startedAt=now_ms(), nextRetryAt=None)
-        attempt = gevent.spawn(run_job, JobContext(self, job))
+        attempt = gevent.spawn(run_attempt, JobContext(self, job))
         self._attempts[job['id']] = attempt
         try:
             attempt.join(timeout=self.settings.job_timeout_ms / 1000)
@@ -1128,10 +1128,10 @@ class Engine:
                 failure = JobFailure('Job timeout', retryable=True)
             elif job['status'] != RUNNING:
                 return  # cancelled, or interrupted by shutdown
-            elif attempt.successful():
-                return self._complete(job, attempt.value)
+            elif attempt.value.succeeded:
+                return self._complete(job, attempt.value.result)
             else:
-                failure = self._failure_of(job, attempt.exception)
+                failure = self._failure_of(job, attempt.value.error)
         finally:
             self._attempts.pop(job['id'], None)
         if job['status'] == RUNNING:
@@ -1300,10 +1300,21 @@ def pick(registry, name, setting):
 # Pipeline: what each job type does ###########################################
 ###############################################################################
 
-def run_job(ctx):
-    """Run one attempt of the context's job; returns the job's result."""
+class Outcome:
+    """How an attempt ended. Returned, not raised, so gevent does not print
+    a failed job as if it were a crash of the engine."""
+
+    def __init__(self, result=None, error=None):
+        self.result, self.error, self.succeeded = result, error, error is None
+
+
+def run_attempt(ctx):
+    """Run one attempt of the context's job."""
     runner = {'generate': run_generate, 'batch': run_batch, 'custom': run_custom}
-    return runner[ctx.job['type']](ctx.job['request'], ctx)
+    try:
+        return Outcome(result=runner[ctx.job['type']](ctx.job['request'], ctx))
+    except Exception as exc:
+        return Outcome(error=exc)
 
 
 def run_generate(request, ctx):
@@ -1872,6 +1883,9 @@ def configure_logging(level):
     logging.basicConfig(level=level, stream=sys.stderr,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     logging.getLogger('apscheduler').setLevel(logging.WARNING)
+    # One line per HTTP request is noise at INFO; LOG_LEVEL=DEBUG shows them.
+    access = logging.DEBUG if level == 'DEBUG' else logging.WARNING
+    logging.getLogger('geventwebsocket.handler').setLevel(access)
 
 
 def start_scheduler(engine):
