@@ -212,7 +212,7 @@ def test_cancel_and_retry_refuse_jobs_in_the_wrong_state(shared):
 
 
 def test_cleanup_validates_max_age(shared):
-    assert shared.post('/api/jobs/cleanup').json() == {'cleared': 0} or True
+    assert shared.post('/api/jobs/cleanup').json() == {'cleared': 0}
     for bad in (-1, 'soon', True, 1.5):
         assert 'maxAge' in error_of(shared.post('/api/jobs/cleanup', json={'maxAge': bad}), 400)
     assert 'maxAge' in error_of(shared.post('/api/jobs/cleanup', json={'max': 1}), 400)
