@@ -1373,7 +1373,7 @@ def make_design(index, brief, seed, request, ctx, result, failures, steps):
 
 def make_artwork(index, brief, seed, request, ctx):
     """Generate design ``index`` and make it print-ready (both checkpointed)."""
-    spec = ImageSpec(prompt=brief.image_prompt, seed=seed + index,
+    spec = ImageSpec(prompt=brief.image_prompt, seed=seed + index, caption=brief.caption,
                      negative_prompt=request.get('negativePrompt') or brief.negative_prompt,
                      filename_prefix=f'{ctx.prefix.replace(":", "-")}design{index}')
 

@@ -79,6 +79,7 @@ class ImageSpec(Record):
     height: int = 5400
     count: int = 1
     filename_prefix: str = 'design'
+    caption: str = ''  # words to set on the design; backends that draw no text ignore it
 
 
 @dataclass
@@ -102,6 +103,7 @@ class DesignBrief(Record):
     negative_prompt: str = ''
     description_html: str = ''
     writer: str = ''
+    caption: str = ''  # the design's own words, short (e.g. "Wild Fern")
 
 
 @dataclass

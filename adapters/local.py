@@ -91,7 +91,8 @@ PALETTE_WORDS = {
 SCENE_WORDS = {
     'skyline': 'city cityscape skyline urban town downtown building metropolis street',
     'peaks': 'mountain peak alpine summit hike hiking camp camping forest trail '
-             'wilderness landscape adventure outdoor snow snowy winter ski cabin',
+             'wilderness landscape adventure outdoor snow snowy winter ski cabin '
+             'nature tree pine fern leaf woods wild',
     'waves': 'ocean sea wave surf beach tide sail water lake island',
     'space': 'space star galaxy planet cosmic astronaut moon universe rocket alien',
 }
@@ -592,24 +593,28 @@ def draw_title(canvas, words, palette, layout):
                       stroke_width=stroke, stroke_fill=fill)
 
 
-def render_design(prompt, seed, width, height):
+def render_design(prompt, seed, width, height, caption=''):
     """The whole design for ``prompt`` and ``seed`` as a transparent RGBA image.
 
     Small designs (previews, tests) are drawn at twice the size and shrunk,
     since ImageDraw does not anti-alias; at print size the steps are a
     three-hundredth of an inch and drawing twice as big would cost seconds."""
     if max(width, height) > SMOOTH_BELOW:
-        return compose(prompt, seed, width, height)
-    return compose(prompt, seed, width * 2, height * 2).reduce(2)
+        return compose(prompt, seed, width, height, caption)
+    return compose(prompt, seed, width * 2, height * 2, caption).reduce(2)
 
 
-def compose(prompt, seed, width, height):
-    """Draw the design at exactly ``width`` x ``height``."""
-    rng = random.Random(hashlib.sha256(f'{seed}|{prompt}'.encode()).digest())
-    words = _words(prompt)
+def compose(prompt, seed, width, height, caption=''):
+    """Draw the design at exactly ``width`` x ``height``.
+
+    A ``caption`` (the brief's own words) is the title and is matched first
+    for the scene: a long art-directed prompt names moods and palettes that
+    would otherwise pick the scene."""
+    rng = random.Random(hashlib.sha256(f'{seed}|{prompt}|{caption}'.encode()).digest())
+    words = _words(caption) + _words(prompt)
     palette = choose_palette(prompt, rng)
-    scene = _pick(SCENE_WORDS, words) or 'geometric'
-    title = title_words(prompt)
+    scene = _pick(SCENE_WORDS, _words(caption)) or _pick(SCENE_WORDS, words) or 'geometric'
+    title = title_words(caption) if caption else title_words(prompt)
     layout = plan_layout(width, height, bool(title))
     canvas = Image.new('RGBA', (width, height), (0, 0, 0, 0))
     draw_emblem(canvas, rng, palette, scene, layout)
@@ -692,7 +697,7 @@ class LocalImageBackend(ImageBackend):
                          backend=self.name)
 
     def _draw_and_save(self, spec, seed, path):
-        image = render_design(spec.prompt, seed, spec.width, spec.height)
+        image = render_design(spec.prompt, seed, spec.width, spec.height, spec.caption)
         save_png(image, path, self.name)
 
 

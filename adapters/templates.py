@@ -771,7 +771,8 @@ def _composed_brief(inputs, motif, look, picks, rng, titles, prompts):
         description=description,
         description_html=_html(description, _bullets(inputs, False, rng)),
         tags=_composed_tags(inputs, motif.title),
-        negative_prompt=NEGATIVE_PROMPT, writer=TemplateWriter.name)
+        negative_prompt=NEGATIVE_PROMPT, writer=TemplateWriter.name,
+        caption=motif.title)
 
 
 def _subject(prompt, max_words=12):
