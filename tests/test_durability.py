@@ -165,3 +165,19 @@ def test_the_journal_holds_one_line_per_change_not_per_progress_tick(engines, tm
     lines = [json.loads(line) for line in (data / 'journal.jsonl').read_text().splitlines()]
     puts = [line for line in lines if 'put' in line]
     assert 2 <= len(puts) <= 5, [p['put']['status'] for p in puts]
+
+
+def test_systemd_is_told_ready_and_stopping(engines, tmp_path):
+    import socket
+    path = str(tmp_path / 'notify.sock')
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(10)
+    try:
+        engine = engines.start(NOTIFY_SOCKET=path)
+        assert listener.recv(256) == b'READY=1'
+        assert engine.get('/health').status_code == 200
+        engine.stop()
+        assert listener.recv(256) == b'STOPPING=1'
+    finally:
+        listener.close()

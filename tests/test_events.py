@@ -185,3 +185,16 @@ def test_node_socketio_client_with_default_options(engines, tmp_path):
     statuses = [e['data']['status'] for e in mine if e['event'] == 'job:update']
     assert statuses == ['pending', 'running', 'completed']
     assert any(e['event'] == 'job:progress' for e in mine)
+
+
+def test_sigterm_with_clients_connected_exits_promptly(engines):
+    engine = engines.start(CUSTOM_HANDLERS='testkit')
+    client = socketio_client(engine, Recorder())
+    ws = websocket.create_connection(engine.url.replace('http', 'ws') + '/ws', timeout=10)
+    try:
+        started = time.monotonic()
+        assert engine.stop(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        ws.close()
+        client.disconnect()

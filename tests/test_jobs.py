@@ -363,3 +363,27 @@ def test_invalid_settings_stop_start_up_naming_the_setting(engines, setting, val
     engine = engines.start(expect_ready=False, **{setting: value})
     assert engine.wait_exit() == 2
     assert setting in engine.log()
+
+
+def test_publish_image_handler_from_a_url(engine, tmp_path):
+    import functools
+    import http.server
+    import threading
+    Image.new('RGBA', (1200, 1200), (20, 90, 200, 255)).save(tmp_path / 'art.png')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f'http://127.0.0.1:{server.server_port}'
+        job_id = engine.submit({'type': 'custom', 'request': {
+            'handler': 'publish_image', 'image': f'{url}/art.png',
+            'productTypes': ['tshirt', 'hoodie']}})
+        job = engine.wait_for(job_id, 'completed', timeout=60)
+        assert len(job['result']['products']) == 2
+        missing = engine.submit({'type': 'custom', 'request': {
+            'handler': 'publish_image', 'image': f'{url}/nothing.png',
+            'productTypes': ['tshirt']}, 'maxRetries': 2})
+        job = engine.wait_for(missing, 'failed', timeout=20)
+        assert '404' in job['error'] and job['retryCount'] == 0
+    finally:
+        server.shutdown()
