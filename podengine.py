@@ -949,11 +949,12 @@ class Engine:
             timer.kill(block=False)
         gevent.joinall(self._workers, timeout=timeout)
         for job_id, attempt in list(self._attempts.items()):
-            # Mark the job first: its worker sees it is no longer running and
-            # leaves it pending, to resume from its checkpoints next start.
+            # As in cancel: the job is pending again before the kill lands, so
+            # its worker leaves it be, to resume from its checkpoints next start.
+            attempt.kill(block=False)
             self._set_status(self.jobs[job_id], PENDING, 'Interrupted by shutdown; '
                              'will resume from its checkpoints', 'WARNING')
-            attempt.kill(block=True, timeout=5)
+            attempt.join(timeout=5)
         gevent.killall(self._workers, timeout=5)
         self.store.save_meta(self.meta)
         self.store.close()
@@ -1007,12 +1008,15 @@ class Engine:
         timer = self._retry_timers.pop(job_id, None)
         if timer is not None:
             timer.kill(block=False)
-        self._finish(job, CANCELLED, 'Job cancelled', 'WARNING')
         attempt = self._attempts.get(job_id)
         if attempt is not None:
-            # Stop the work itself, not just the bookkeeping: the attempt's
-            # greenlet dies here and its adapters clean up in `finally`.
-            attempt.kill(block=True, timeout=10)
+            # Stop the work itself, not just the bookkeeping. The kill lands
+            # at the next switch, after the status below is already set, so
+            # the worker sees a cancelled job, not a failed attempt.
+            attempt.kill(block=False)
+        self._finish(job, CANCELLED, 'Job cancelled', 'WARNING')
+        if attempt is not None:
+            attempt.join(timeout=10)  # its adapters clean up in `finally`
 
     def retry(self, job_id):
         job = self.get(job_id)
