@@ -387,3 +387,30 @@ def test_publish_image_handler_from_a_url(engine, tmp_path):
         assert '404' in job['error'] and job['retryCount'] == 0
     finally:
         server.shutdown()
+
+
+def test_job_logs_are_capped_to_the_newest(engines):
+    engine = engines.start(CUSTOM_HANDLERS='testkit', MAX_JOB_LOGS=10, RETRY_DELAY_MS=10)
+    job_id = engine.submit({'type': 'custom', 'request': {'handler': 'flaky', 'failTimes': 6},
+                            'maxRetries': 10})
+    job = engine.wait_for(job_id, 'completed', timeout=20)
+    assert len(job['logs']) == 10
+    assert job['logs'][-1]['message'] == 'Job completed successfully'
+
+
+def test_retry_delay_is_capped(engines):
+    engine = engines.start(CUSTOM_HANDLERS='testkit', RETRY_DELAY_MS=200,
+                           RETRY_MAX_DELAY_MS=200)
+    job_id = engine.submit({'type': 'custom', 'request': {'handler': 'flaky', 'failTimes': 3}})
+    engine.wait_for(job_id, 'completed', timeout=20)
+    starts = [float(line) for line in trace(engine, f'attempts-{job_id}')]
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    assert len(gaps) == 3 and all(0.15 <= gap <= 0.5 for gap in gaps), gaps
+
+
+def test_settings_come_from_the_env_file_under_the_environment(engines, tmp_path):
+    env_file = tmp_path / 'no.env'  # the file the harness points ENV_FILE at
+    env_file.write_text('# settings\nMAX_CONCURRENT_JOBS=5\nMAX_JOB_RETRIES=7\n')
+    engine = engines.start(MAX_JOB_RETRIES=1)
+    config = engine.get('/api/info').json()['config']
+    assert config['maxConcurrent'] == 5 and config['maxRetries'] == 1
