@@ -164,3 +164,23 @@ def engines(tmp_path):
 def engine(engines):
     """A fresh engine with the test plugins loaded."""
     return engines.start(CUSTOM_HANDLERS='testkit')
+
+
+@pytest.fixture
+def fakes(tmp_path):
+    """Starts fake upstream services: ``fakes.start('comfyui', **scenario)``."""
+    from fakes import FakeService
+
+    class Fakes:
+        started = []
+
+        def start(self, name, **scenario):
+            fake = FakeService(name, tmp_path / f'fake-{name}-{len(self.started)}.log',
+                               **scenario)
+            self.started.append(fake)
+            return fake.start()
+
+    manager = Fakes()
+    yield manager
+    for fake in manager.started:
+        fake.stop()
