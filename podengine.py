@@ -60,8 +60,9 @@ from PIL import Image
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from adapters.base import (AdapterError, Artwork, DesignBrief, ImageSpec,
-                           PodEngineError, ProductType)
+from adapters import comfyui
+from adapters.base import (AdapterError, Artwork, ConfigError, DesignBrief, ImageFile,
+                           ImageSpec, PodEngineError, ProductType)
 
 __version__ = '1.0.0'
 __all__ = [
@@ -98,6 +99,18 @@ def parse_int(low, high):
             value = int(text)
         except ValueError:
             raise ValueError(f'expected an integer, got {text!r}') from None
+        if not low <= value <= high:
+            raise ValueError(f'expected {low}..{high}, got {value}')
+        return value
+    return parse
+
+
+def parse_float(low, high):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f'expected a number, got {text!r}') from None
         if not low <= value <= high:
             raise ValueError(f'expected {low}..{high}, got {value}')
         return value
@@ -149,7 +162,23 @@ SETTINGS = (
     Setting('ENABLE_PERSISTENCE', 'true', parse_bool,
             'Keep jobs on disk (false: in memory only).'),
     Setting('IMAGE_BACKEND', '', parse_text,
-            'Image generator: local (default when nothing else is configured).'),
+            'Image generator: local or comfyui (default: comfyui when COMFYUI_URL is '
+            'set, else local).'),
+    Setting('COMFYUI_URL', '', parse_list,
+            'ComfyUI server URL, or several, comma-separated (e.g. http://127.0.0.1:8188).'),
+    Setting('COMFYUI_WORKFLOW', '', parse_text,
+            'API-format workflow JSON with {{prompt}} etc. placeholders (default: the '
+            'shipped SDXL text-to-image workflow).'),
+    Setting('COMFYUI_CHECKPOINT', 'sd_xl_base_1.0.safetensors', parse_text,
+            'Model for {{checkpoint}}.'),
+    Setting('COMFYUI_WIDTH', '1024', parse_int(16, 16384), 'Value of {{width}}.'),
+    Setting('COMFYUI_HEIGHT', '1024', parse_int(16, 16384), 'Value of {{height}}.'),
+    Setting('COMFYUI_STEPS', '30', parse_int(1, 10000), 'Value of {{steps}}.'),
+    Setting('COMFYUI_CFG', '7.0', parse_float(0, 100), 'Value of {{cfg}}.'),
+    Setting('COMFYUI_TIMEOUT_MS', '300000', parse_int(1000, DAY_MS),
+            'Longest wait for one ComfyUI image; the prompt is interrupted after it.'),
+    Setting('MIN_SOURCE_PX', '1024', parse_int(1, 100_000),
+            'Smallest short side of a generated image accepted for print.'),
     Setting('ENABLED_PLATFORMS', '', parse_list,
             'Publishing platforms, comma-separated (default: local).'),
     Setting('PRODUCT_TYPES_FILE', '', parse_text,
@@ -228,10 +257,6 @@ def env_example():
 ###############################################################################
 # Errors ######################################################################
 ###############################################################################
-
-class ConfigError(PodEngineError):
-    """A setting or a file it names is wrong; the engine will not start."""
-
 
 class StoreError(PodEngineError):
     """The job store cannot be read or written."""
@@ -858,6 +883,11 @@ class JobContext:
             self.engine.store.save(self.job).get()
         return done[key]
 
+    def forget(self, key):
+        """Drop a checkpoint, so the step runs again (e.g. on another server)."""
+        if self.job['checkpoints'].pop(self.prefix + key, None) is not None:
+            self.engine.store.save(self.job).get()
+
     def scoped(self, prefix, span):
         """A context for a part of the job (a batch item): own keys, own share."""
         low, high = self.span
@@ -898,6 +928,7 @@ class Engine:
             settings, self.http, self.plugins)
         self.services = {}
         self.image_up = False
+        self.service_details = {}
         self.stopping = False
         self._attempts = {}
         self._retry_timers = {}
@@ -1081,8 +1112,10 @@ class Engine:
             self.store.save(job)
 
     def set_progress(self, job, percent):
+        # Never backwards within an attempt: a resumed job skips its finished
+        # steps quickly, and its bar should not jump back and forth meanwhile.
         percent = max(0, min(100, int(percent)))
-        if percent != job['progress'] and job['status'] == RUNNING:
+        if percent > job['progress'] and job['status'] == RUNNING:
             job['progress'] = percent
             self.events.emit(JOB_PROGRESS, {'id': job['id'], 'status': job['status'],
                                             'progress': percent})
@@ -1122,7 +1155,7 @@ class Engine:
 
     def _run_attempt(self, job):
         self._set_status(job, RUNNING, f'Job started (type: {job["type"]})',
-                         startedAt=now_ms(), nextRetryAt=None)
+                         startedAt=now_ms(), nextRetryAt=None, progress=0)
         attempt = gevent.spawn(run_attempt, JobContext(self, job))
         self._attempts[job['id']] = attempt
         try:
@@ -1204,6 +1237,8 @@ class Engine:
         self.image_up = probes[self.image_backend].successful() and bool(
             probes[self.image_backend].value)
         self.services = status
+        self.service_details = {adapter.name: adapter.details() for adapter in adapters
+                                if adapter.details() is not None}
 
     def health(self):
         recent = self.meta['recent']
@@ -1215,8 +1250,11 @@ class Engine:
             status = 'degraded'
         else:
             status = 'healthy'
-        return {'status': status, 'uptime': now_ms() - self.started_at,
-                'metrics': self.metrics(), 'services': dict(self.services)}
+        report = {'status': status, 'uptime': now_ms() - self.started_at,
+                  'metrics': self.metrics(), 'services': dict(self.services)}
+        if self.service_details:
+            report['details'] = self.service_details
+        return report
 
     def info(self):
         return {
@@ -1275,7 +1313,8 @@ def load_plugins(module_names):
 def adapter_registry(plugins):
     from adapters.local import LocalImageBackend, LocalPublisher
     from adapters.templates import TemplateWriter
-    return ({'local': LocalImageBackend, **plugins.image_backends},
+    return ({'local': LocalImageBackend, 'comfyui': comfyui.ComfyUIBackend,
+             **plugins.image_backends},
             {'local': LocalPublisher, **plugins.publishers},
             {'template': TemplateWriter, **plugins.prompt_writers})
 
@@ -1283,7 +1322,7 @@ def adapter_registry(plugins):
 def build_adapters(settings, http, plugins):
     """The configured image backend, prompt writer and publishers."""
     images, publishers, writers = adapter_registry(plugins)
-    image_name = settings.image_backend or 'local'
+    image_name = settings.image_backend or ('comfyui' if settings.comfyui_url else 'local')
     platform_names = settings.enabled_platforms or ['local']
     image_cls = pick(images, image_name, 'IMAGE_BACKEND')
     publisher_classes = [pick(publishers, name, 'ENABLED_PLATFORMS')
@@ -1322,34 +1361,58 @@ def run_attempt(ctx):
 
 
 def run_generate(request, ctx):
-    """Briefs, then for each design: image, print-ready file, products."""
-    started = time.monotonic()
+    """Briefs, then for each design: image, print-ready files, products."""
     briefs = write_briefs(request, ctx)
     seed = ctx.checkpoint('seed', lambda: request.get('seed', random.randrange(2**31)))
-    result = {'success': False, 'generatedImages': [], 'products': [], 'errors': [],
-              'designs': [brief.to_dict() for brief in briefs],
-              'imageBackend': ctx.image_backend.name}
-    steps = Steps(ctx, len(briefs) * (1 + len(request['productTypes']) * len(ctx.publishers)))
-    failures = []
+    per_design = 1 + len(request['productTypes']) * len(ctx.publishers)
+    run = Run(ctx, len(briefs) * per_design, designs=[brief.to_dict() for brief in briefs],
+              imageBackend=ctx.image_backend.name)
     for index, brief in enumerate(briefs):
-        make_design(index, brief, seed, request, ctx, result, failures, steps)
-    result['success'] = not failures
-    result['totalTime'] = int((time.monotonic() - started) * 1000)
-    if failures:
-        raise JobFailure('; '.join(str(f) for f in failures), result=result,
-                         retryable=any(f.retryable for f in failures))
-    return result
+        try:
+            image = generate_image(index, brief, seed, request, run.step_context())
+        except AdapterError as exc:
+            run.fail(exc, f'design {index + 1}: image failed: {exc}', steps=per_design)
+            continue
+        run.advance()
+        publish_design(run, image, index, brief, request)
+    return run.finish()
 
 
-class Steps:
-    """Progress as the share of a job's steps that are done."""
+class Run:
+    """What a job has made so far, what failed, and its progress by steps."""
 
-    def __init__(self, ctx, total):
-        self.ctx, self.total, self.done = ctx, max(1, total), 0
+    def __init__(self, ctx, total_steps, **fields):
+        self.ctx = ctx
+        self.total = max(1, total_steps)
+        self.done = 0
+        self.started = time.monotonic()
+        self.failures = []
+        self.result = {'success': False, 'generatedImages': [], 'products': [],
+                       'errors': [], **fields}
 
-    def advance(self, count=1):
-        self.done += count
+    def advance(self, steps=1):
+        self.done += steps
         self.ctx.progress(100 * self.done / self.total)
+
+    def step_context(self):
+        """A context whose progress moves within the next step's share."""
+        return self.ctx.scoped('', (100 * self.done / self.total,
+                                    100 * (self.done + 1) / self.total))
+
+    def fail(self, exc, message, steps=1):
+        self.failures.append(as_job_failure(exc))
+        self.result['errors'].append(message)
+        self.ctx.log(message, 'WARNING')
+        self.advance(steps)
+
+    def finish(self):
+        """The result, or a JobFailure that carries it when anything failed."""
+        self.result['success'] = not self.failures
+        self.result['totalTime'] = int((time.monotonic() - self.started) * 1000)
+        if self.failures:
+            raise JobFailure('; '.join(self.result['errors']), result=self.result,
+                             retryable=any(f.retryable for f in self.failures))
+        return self.result
 
 
 def write_briefs(request, ctx):
@@ -1361,22 +1424,8 @@ def write_briefs(request, ctx):
     return [DesignBrief.from_dict(data) for data in ctx.checkpoint('briefs', write)]
 
 
-def make_design(index, brief, seed, request, ctx, result, failures, steps):
-    """One design: its image, its print-ready file and its products."""
-    try:
-        artwork = make_artwork(index, brief, seed, request, ctx)
-    except AdapterError as exc:
-        failures.append(as_job_failure(exc))
-        result['errors'].append(f'design {index + 1}: image failed: {exc}')
-        steps.advance(1 + len(request['productTypes']) * len(ctx.publishers))
-        return
-    steps.advance()
-    result['generatedImages'].append(artwork_entry(artwork, brief, ctx))
-    publish_artwork(artwork, brief, request, ctx, result, failures, steps)
-
-
-def make_artwork(index, brief, seed, request, ctx):
-    """Generate design ``index`` and make it print-ready (both checkpointed)."""
+def generate_image(index, brief, seed, request, ctx):
+    """Draw design ``index`` (checkpointed); refuse one too small to print."""
     spec = ImageSpec(prompt=brief.image_prompt, seed=seed + index, caption=brief.caption,
                      negative_prompt=request.get('negativePrompt') or brief.negative_prompt,
                      filename_prefix=f'{ctx.prefix.replace(":", "-")}design{index}')
@@ -1384,20 +1433,73 @@ def make_artwork(index, brief, seed, request, ctx):
     def generate():
         ctx.log(f'Generating design {index + 1} with {ctx.image_backend.name}: '
                 f'{brief.image_prompt[:80]}')
-        image = ctx.image_backend.generate(spec, ctx)[0]
-        return image.to_dict()
+        return ctx.image_backend.generate(spec, ctx)[0].to_dict()
 
     image = ctx.checkpoint(f'image:{index}', generate)
-    ready = ctx.checkpoint(f'printready:{index}', lambda: ctx.run_in_thread(
-        make_print_ready, ctx.data_dir, image['path'], spec.width, spec.height))
-    key = f'{ctx.prefix}{index}'
-    return Artwork(key=key, path=ready['path'], url=ctx.file_url(ready['path']),
-                   width=ready['width'], height=ready['height'])
+    check_source_size(image, ctx.settings.min_source_px)
+    return image
+
+
+def check_source_size(image, minimum):
+    if min(image['width'], image['height']) < minimum:
+        raise AdapterError(f'the design is {image["width"]}x{image["height"]} px; printing '
+                           f'needs at least {minimum} px on the short side (MIN_SOURCE_PX)',
+                           retryable=False)
+
+
+def publish_design(run, image, index, brief, request):
+    """Print-ready files and one product per product type on every platform."""
+    ctx = run.ctx
+    entry = image_entry(image, index, brief, ctx)
+    run.result['generatedImages'].append(entry)
+    for type_key in request['productTypes']:
+        product_type = ctx.product_types[type_key]
+        for publisher in ctx.publishers:
+            try:
+                artwork = print_file(image, index, publisher.print_area(product_type, ctx),
+                                     ctx, entry)
+                product = ctx.checkpoint(
+                    f'product:{publisher.name}:{index}:{type_key}',
+                    lambda: publisher.publish(artwork, product_type, brief, run.step_context(),
+                                              auto_publish=request.get('autoPublish', True)))
+                run.result['products'].append(product)
+                ctx.log(f'Created {type_key} on {publisher.name}: {product["productId"]}',
+                        'SUCCESS')
+                run.advance()
+            except AdapterError as exc:
+                run.fail(exc, f'design {index + 1}: {publisher.name} {type_key}: {exc}')
+
+
+def image_entry(image, index, brief, ctx):
+    """The result's record of one design: its source image and print files."""
+    return {'id': f'img_{ctx.job_id.split("_")[-1]}_{ctx.prefix.replace(":", "")}{index}',
+            'url': ctx.file_url(image['path']), 'path': image['path'],
+            'prompt': brief.image_prompt, 'title': brief.title,
+            'width': image['width'], 'height': image['height'],
+            'backend': image.get('backend', ctx.image_backend.name), 'seed': image.get('seed'),
+            'source': {'width': image['width'], 'height': image['height']},
+            'printFiles': []}
+
+
+def print_file(image, index, size, ctx, entry):
+    """The design made print-ready at ``size`` (checkpointed, once per size)."""
+    width, height = size
+    ready = ctx.checkpoint(f'printready:{index}:{width}x{height}', lambda: ctx.run_in_thread(
+        make_print_ready, ctx.data_dir, image['path'], width, height))
+    url = ctx.file_url(ready['path'])
+    if not entry['printFiles']:
+        # The spec's url/width/height name the print-ready design.
+        entry.update(url=url, path=ready['path'], width=width, height=height)
+    if all(f['path'] != ready['path'] for f in entry['printFiles']):
+        entry['printFiles'].append({'path': ready['path'], 'url': url,
+                                    'width': width, 'height': height})
+    return Artwork(key=f'{ctx.prefix}{index}', path=ready['path'], url=url,
+                   width=width, height=height)
 
 
 def make_print_ready(data_dir, path, width, height, dpi=300):
-    """An RGBA PNG of exactly width x height at ``dpi``: the design fitted
-    inside and centred on a transparent canvas. Returns its path and size."""
+    """An RGBA PNG of exactly width x height at ``dpi``: the design scaled
+    (Lanczos) to fit and centred on a transparent canvas, alpha kept."""
     source = data_dir / path
     with Image.open(source) as image:
         ready = (image.size == (width, height) and image.mode == 'RGBA'
@@ -1409,38 +1511,11 @@ def make_print_ready(data_dir, path, width, height, dpi=300):
             (round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
     canvas = Image.new('RGBA', (width, height), (0, 0, 0, 0))
     canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
-    target = source.with_name(source.stem + '_print.png')
+    target = source.with_name(f'{source.stem}_print_{width}x{height}.png')
     temp = target.with_name('.' + target.name + '.tmp')
     canvas.save(temp, 'PNG', dpi=(dpi, dpi), compress_level=3)
     os.replace(temp, target)
     return {'path': str(target.relative_to(data_dir)), 'width': width, 'height': height}
-
-
-def artwork_entry(artwork, brief, ctx):
-    return {'id': f'img_{ctx.job_id.split("_")[-1]}_{artwork.key.replace(":", "_")}',
-            'url': artwork.url, 'path': artwork.path, 'prompt': brief.image_prompt,
-            'title': brief.title, 'width': artwork.width, 'height': artwork.height,
-            'backend': ctx.image_backend.name}
-
-
-def publish_artwork(artwork, brief, request, ctx, result, failures, steps):
-    """One product per product type on every enabled platform."""
-    for type_key in request['productTypes']:
-        product_type = ctx.product_types[type_key]
-        for publisher in ctx.publishers:
-            try:
-                product = ctx.checkpoint(
-                    f'product:{publisher.name}:{artwork.key}:{type_key}',
-                    lambda: publisher.publish(artwork, product_type, brief, ctx,
-                                              auto_publish=request.get('autoPublish', True)))
-                result['products'].append(product)
-                ctx.log(f'Created {type_key} on {publisher.name}: {product["productId"]}',
-                        'SUCCESS')
-            except AdapterError as exc:
-                failures.append(as_job_failure(exc))
-                result['errors'].append(f'{publisher.name} {type_key}: {exc}')
-                ctx.log(f'{publisher.name} {type_key} failed: {exc}', 'WARNING')
-            steps.advance()
 
 
 def run_batch(request, ctx):
@@ -1478,24 +1553,13 @@ MAX_DOWNLOAD_BYTES = 50 * 2**20
 
 def publish_image(request, ctx):
     """Publish a design the user already has as the requested product types."""
-    started = time.monotonic()
-    source = ctx.checkpoint('source', lambda: fetch_source_image(request['image'], ctx))
-    ready = ctx.checkpoint('printready:0', lambda: ctx.run_in_thread(
-        make_print_ready, ctx.data_dir, source, 4500, 5400))
-    artwork = Artwork(key='0', path=ready['path'], url=ctx.file_url(ready['path']),
-                      width=ready['width'], height=ready['height'])
+    image = ctx.checkpoint('source', lambda: fetch_source_image(request['image'], ctx))
+    check_source_size(image, ctx.settings.min_source_px)
     brief = brief_for_image(request, ctx)
-    result = {'success': False, 'generatedImages': [artwork_entry(artwork, brief, ctx)],
-              'products': [], 'errors': [], 'designs': [brief.to_dict()]}
-    failures = []
-    steps = Steps(ctx, len(request['productTypes']) * len(ctx.publishers))
-    publish_artwork(artwork, brief, request, ctx, result, failures, steps)
-    result['success'] = not failures
-    result['totalTime'] = int((time.monotonic() - started) * 1000)
-    if failures:
-        raise JobFailure('; '.join(map(str, failures)), result=result,
-                         retryable=any(f.retryable for f in failures))
-    return result
+    run = Run(ctx, len(request['productTypes']) * len(ctx.publishers),
+              designs=[brief.to_dict()])
+    publish_design(run, image, 0, brief, request)
+    return run.finish()
 
 
 def validate_publish_image(request, catalog):
@@ -1538,9 +1602,10 @@ def fetch_source_image(image, ctx):
         if not path.is_relative_to(ctx.data_dir / 'inbox') or not path.is_file():
             raise AdapterError(f'{image} is not in DATA_DIR/inbox', retryable=False)
         data = path.read_bytes()
-    ctx.run_in_thread(save_as_png, data, target)
-    ctx.log(f'Fetched the design from {image[:120]}')
-    return str(target.relative_to(ctx.data_dir))
+    width, height = ctx.run_in_thread(save_as_png, data, target)
+    ctx.log(f'Fetched the design from {image[:120]} ({width}x{height})')
+    return {'path': str(target.relative_to(ctx.data_dir)), 'width': width, 'height': height,
+            'backend': 'upload'}
 
 
 def download(url, ctx):
@@ -1563,6 +1628,7 @@ def save_as_png(data, target):
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             image.convert('RGBA').save(target, 'PNG')
+            return image.size
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise AdapterError(f'not a usable image: {exc}', retryable=False) from None
 
@@ -1579,7 +1645,83 @@ def brief_for_image(request, ctx):
 
 
 publish_image.validate = validate_publish_image
-BUILTIN_HANDLERS = {'publish_image': publish_image}
+
+
+def comfyui_workflow(request, ctx):
+    """Run the request's own ComfyUI workflow and collect its images; publish
+    them like a generate job when productTypes are given."""
+    backend = ctx.image_backend
+    if not isinstance(backend, comfyui.ComfyUIBackend):
+        raise AdapterError('comfyui_workflow needs the ComfyUI image backend '
+                           '(set COMFYUI_URL)', retryable=False)
+    values = ctx.checkpoint('inputs', lambda: workflow_inputs(request, ctx))
+    images = ctx.checkpoint('images', lambda: run_user_workflow(request, values, backend, ctx))
+    types = request.get('productTypes') or []
+    brief = brief_for_image({**request, 'productTypes': types or list(ctx.product_types)[:1],
+                             'prompt': request.get('prompt') or values['prompt'] or None}, ctx)
+    run = Run(ctx, len(images) * len(types) * len(ctx.publishers), imageBackend=backend.name,
+              designs=[brief.to_dict()])
+    for index, image in enumerate(images):
+        if not types:
+            run.result['generatedImages'].append(image_entry(image, index, brief, ctx))
+            continue
+        try:
+            check_source_size(image, ctx.settings.min_source_px)
+        except AdapterError as exc:
+            run.fail(exc, f'image {index + 1}: {exc}', steps=len(types) * len(ctx.publishers))
+            continue
+        publish_design(run, image, index, brief, {**request, 'productTypes': types})
+    return run.finish()
+
+
+def workflow_inputs(request, ctx):
+    settings = ctx.settings
+    values = {'prompt': request.get('prompt', ''), 'negative_prompt': '',
+              'seed': random.randrange(2**31), 'width': settings.comfyui_width,
+              'height': settings.comfyui_height, 'steps': settings.comfyui_steps,
+              'cfg': settings.comfyui_cfg, 'checkpoint': settings.comfyui_checkpoint,
+              'filename_prefix': f'pod/{ctx.job_id}/workflow'}
+    return {**values, **request.get('inputs', {})}
+
+
+def run_user_workflow(request, values, backend, ctx):
+    workflow = comfyui.fill_workflow(request['workflow'], values)
+    outputs = backend.run_workflow(workflow, 'comfyui:workflow', ctx)
+    return [backend.save(output, ctx.job_dir / f'workflow_{index}.png', values['prompt'],
+                         values['seed'], ctx).to_dict()
+            for index, output in enumerate(outputs)]
+
+
+def validate_comfyui_workflow(request, catalog):
+    check_fields(request, ('handler', 'workflow', 'inputs', 'productTypes', 'title',
+                           'description', 'tags', 'autoPublish', 'prompt'), 'request.')
+    try:
+        comfyui.check_workflow(request.get('workflow'), 'request.workflow', need_prompt=False)
+    except ConfigError as exc:
+        raise ValidationError(str(exc)) from None
+    inputs = request.get('inputs', {})
+    if not isinstance(inputs, dict):
+        raise ValidationError('request.inputs must be an object of placeholder values')
+    for name, value in inputs.items():
+        kind = comfyui.PLACEHOLDERS.get('{{%s}}' % name)
+        if kind is None:
+            raise ValidationError(f'request.inputs.{name}: unknown placeholder (known: '
+                                  f'{", ".join(p.strip("{}") for p in comfyui.PLACEHOLDERS)})')
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValidationError(f'request.inputs.{name} must be a string or a number')
+        try:
+            kind(value)
+        except ValueError:
+            raise ValidationError(f'request.inputs.{name} must be a {kind.__name__}') from None
+    if 'productTypes' in request:
+        request['productTypes'] = check_product_types(request, 'request.', catalog)
+    check_text(request, 'prompt', 'request.', MAX_PROMPT_CHARS)
+    request['autoPublish'] = check_bool(request, 'autoPublish', 'request.', True)
+    return request
+
+
+comfyui_workflow.validate = validate_comfyui_workflow
+BUILTIN_HANDLERS = {'publish_image': publish_image, 'comfyui_workflow': comfyui_workflow}
 
 
 ###############################################################################

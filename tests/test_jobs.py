@@ -264,7 +264,8 @@ def test_batch_runs_every_item_and_reports_failed_ones(engines):
 def test_publish_image_handler_from_the_inbox(engine):
     inbox = engine.data_dir / 'inbox'
     inbox.mkdir(parents=True, exist_ok=True)
-    Image.new('RGB', (800, 600), (200, 40, 40)).save(inbox / 'logo.jpg')
+    Image.new('RGB', (1200, 1500), (200, 40, 40)).save(inbox / 'logo.jpg')
+    Image.new('RGB', (800, 600), (200, 40, 40)).save(inbox / 'small.jpg')
     job_id = engine.submit({'type': 'custom', 'request': {
         'handler': 'publish_image', 'image': 'logo.jpg', 'productTypes': ['tshirt'],
         'title': 'Red Block Tee', 'tags': ['red']}})
@@ -272,8 +273,17 @@ def test_publish_image_handler_from_the_inbox(engine):
     [product] = job['result']['products']
     assert product['title'] == 'Red Block Tee'
     [image] = job['result']['generatedImages']
+    assert image['source'] == {'width': 1200, 'height': 1500}
+    assert (image['width'], image['height']) == (4500, 5400)
     with Image.open(engine.data_dir / image['path']) as png:
         assert png.size == (4500, 5400) and png.mode == 'RGBA'
+        assert round(png.info['dpi'][0]) == 300
+        assert png.getpixel((0, 0))[3] == 0 and png.getpixel((2250, 2700)) == (200, 40, 40, 255)
+    small = engine.submit({'type': 'custom', 'request': {
+        'handler': 'publish_image', 'image': 'small.jpg', 'productTypes': ['tshirt']}})
+    job = engine.wait_for(small, 'failed')
+    assert '800x600' in job['error'] and 'MIN_SOURCE_PX' in job['error']
+    assert job['retryCount'] == 0
 
 
 def test_publish_image_refuses_a_missing_inbox_file(engine):
