@@ -180,7 +180,31 @@ SETTINGS = (
     Setting('MIN_SOURCE_PX', '1024', parse_int(1, 100_000),
             'Smallest short side of a generated image accepted for print.'),
     Setting('ENABLED_PLATFORMS', '', parse_list,
-            'Publishing platforms, comma-separated (default: local).'),
+            'Publishing platforms, comma-separated: local, printify, shopify (default: '
+            'those with credentials set, else local).'),
+    Setting('PRINTIFY_API_TOKEN', '', parse_text, 'Printify personal access token.',
+            secret=True),
+    Setting('PRINTIFY_SHOP_ID', '', parse_text,
+            'Printify shop (default: the only shop the token sees).'),
+    Setting('PRINTIFY_API_URL', 'https://api.printify.com', parse_text,
+            'Printify API base URL.'),
+    Setting('PRINTIFY_RATE_PER_MIN', '600', parse_int(1, 100_000),
+            'Printify requests per minute (all endpoints).'),
+    Setting('PRINTIFY_CATALOG_RATE_PER_MIN', '100', parse_int(1, 100_000),
+            'Printify catalogue requests per minute.'),
+    Setting('PRINTIFY_PUBLISHES_PER_30_MIN', '200', parse_int(1, 100_000),
+            'Printify publishes per 30 minutes.'),
+    Setting('PRINTIFY_PUBLISH_WAIT_MS', '60000', parse_int(0, DAY_MS),
+            'How long to follow a Printify publish until its store link appears.'),
+    Setting('SHOPIFY_STORE_URL', '', parse_text,
+            'Shopify store, e.g. https://mystore.myshopify.com.'),
+    Setting('SHOPIFY_ACCESS_TOKEN', '', parse_text, 'Shopify Admin API access token.',
+            secret=True),
+    Setting('SHOPIFY_API_VERSION', '2026-10', parse_text, 'Shopify Admin API version.'),
+    Setting('MIN_MARGIN_PERCENT', '30', parse_int(0, 1000),
+            'Prices are raised to at least this margin over the platform\'s cost.'),
+    Setting('DRY_RUN', 'false', parse_bool,
+            'Publishers validate and record the requests they would send, and send no write.'),
     Setting('PRODUCT_TYPES_FILE', '', parse_text,
             'JSON file adding or changing product types (default: tshirt, hoodie).'),
     Setting('CUSTOM_HANDLERS', '', parse_list,
@@ -369,10 +393,14 @@ MAX_PROMPT_CHARS = 2000
 DEFAULT_PRODUCT_TYPES = {
     'tshirt': {'name': 'T-Shirt', 'price': 19.99,
                'sizes': ['S', 'M', 'L', 'XL', '2XL', '3XL'],
-               'colors': ['Black', 'White', 'Navy', 'Heather Grey']},
+               'colors': ['Black', 'White', 'Navy', 'Heather Grey'],
+               'extra': {'printify': {'brand': 'Bella+Canvas', 'model': '3001',
+                                      'provider': 'Monster Digital'}}},
     'hoodie': {'name': 'Hoodie', 'price': 34.99,
                'sizes': ['S', 'M', 'L', 'XL', '2XL', '3XL'],
-               'colors': ['Black', 'Navy', 'Heather Grey']},
+               'colors': ['Black', 'Navy', 'Sport Grey'],
+               'extra': {'printify': {'brand': 'Gildan', 'model': '18500',
+                                      'provider': 'Monster Digital'}}},
 }
 
 
@@ -883,6 +911,10 @@ class JobContext:
             self.engine.store.save(self.job).get()
         return done[key]
 
+    def lookup(self, key):
+        """The stored value of step ``key``, or None if it has not run."""
+        return self.job['checkpoints'].get(self.prefix + key)
+
     def forget(self, key):
         """Drop a checkpoint, so the step runs again (e.g. on another server)."""
         if self.job['checkpoints'].pop(self.prefix + key, None) is not None:
@@ -1313,9 +1345,12 @@ def load_plugins(module_names):
 def adapter_registry(plugins):
     from adapters.local import LocalImageBackend, LocalPublisher
     from adapters.templates import TemplateWriter
+    from adapters.printify import PrintifyPublisher
+    from adapters.shopify import ShopifyPublisher
     return ({'local': LocalImageBackend, 'comfyui': comfyui.ComfyUIBackend,
              **plugins.image_backends},
-            {'local': LocalPublisher, **plugins.publishers},
+            {'local': LocalPublisher, 'printify': PrintifyPublisher,
+             'shopify': ShopifyPublisher, **plugins.publishers},
             {'template': TemplateWriter, **plugins.prompt_writers})
 
 
@@ -1323,13 +1358,25 @@ def build_adapters(settings, http, plugins):
     """The configured image backend, prompt writer and publishers."""
     images, publishers, writers = adapter_registry(plugins)
     image_name = settings.image_backend or ('comfyui' if settings.comfyui_url else 'local')
-    platform_names = settings.enabled_platforms or ['local']
+    platform_names = settings.enabled_platforms or configured_platforms(settings)
     image_cls = pick(images, image_name, 'IMAGE_BACKEND')
-    publisher_classes = [pick(publishers, name, 'ENABLED_PLATFORMS')
-                         for name in dict.fromkeys(platform_names)]
+    # Printify first: in a shop connected to Shopify, its publish makes the
+    # Shopify product that the Shopify publisher then reports.
+    ordered = sorted(dict.fromkeys(platform_names), key=lambda name: name == 'shopify')
+    publisher_classes = [pick(publishers, name, 'ENABLED_PLATFORMS') for name in ordered]
     writer = writers['template'](settings, http)
     return (image_cls(settings, http), writer,
             [cls(settings, http) for cls in publisher_classes])
+
+
+def configured_platforms(settings):
+    """The platforms whose credentials are set; local when there are none."""
+    names = []
+    if settings.printify_api_token:
+        names.append('printify')
+    if settings.shopify_store_url and settings.shopify_access_token:
+        names.append('shopify')
+    return names or ['local']
 
 
 def pick(registry, name, setting):

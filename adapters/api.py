@@ -1,0 +1,147 @@
+"""What the platform publishers share: rate limiters and one careful HTTP call.
+
+``RateLimiter`` paces requests to a platform's documented limit, shared by
+every worker of the engine (one publisher instance serves all jobs), so the
+engine aims never to see a 429 at all. ``ApiClient.call`` still handles one:
+it waits for ``Retry-After`` (or backs off) and tries again in place, without
+spending the job's retry budget, and turns every other failure into an
+``AdapterError`` that carries the platform's own reason and says whether a
+retry can help.
+"""
+
+import collections
+import logging
+import random
+import time
+
+import gevent
+import gevent.lock
+import requests
+
+from adapters.base import AdapterError
+
+log = logging.getLogger('podengine.api')
+
+
+class RateLimiter:
+    """At most ``limit`` acquisitions in any ``period`` seconds (sliding window)."""
+
+    def __init__(self, limit, period):
+        self.limit = limit
+        self.period = period
+        self._times = collections.deque()
+        self._lock = gevent.lock.Semaphore()
+
+    def acquire(self):
+        """Wait until one more request fits in the window; returns the wait."""
+        waited = 0.0
+        with self._lock:  # one waiter at a time keeps the order fair
+            while True:
+                now = time.monotonic()
+                while self._times and now - self._times[0] >= self.period:
+                    self._times.popleft()
+                if len(self._times) < self.limit:
+                    self._times.append(now)
+                    return waited
+                pause = self.period - (now - self._times[0]) + 0.001
+                waited += pause
+                gevent.sleep(pause)
+
+    def penalise(self, seconds):
+        """After a 429: treat the window as full for ``seconds``."""
+        until = time.monotonic() + seconds - self.period
+        with self._lock:
+            self._times.extend([until] * max(0, self.limit - len(self._times)))
+
+
+class ApiClient:
+    """Base of a platform client: base URL, headers, limiters, retries in place.
+
+    Subclasses set ``platform``, build ``headers()``, pick ``limiters_for(method,
+    path)`` and read the platform's error text in ``reason(response)``.
+    """
+
+    platform = 'api'
+    max_waits = 6          # 429s and 5xx retried in place before giving up
+    longest_wait = 60.0    # seconds
+
+    def __init__(self, base_url, http, timeout=30):
+        self.base_url = base_url.rstrip('/')
+        self.http = http
+        self.timeout = timeout
+        self.requests_sent = 0
+        self.rate_limited = 0
+
+    def headers(self):
+        return {}
+
+    def limiters_for(self, method, path):
+        return []
+
+    def reason(self, response):
+        return response.text[:300]
+
+    def call(self, method, path, **kwargs):
+        """Send one request; the decoded JSON body (or None when empty)."""
+        for attempt in range(1, self.max_waits + 1):
+            for limiter in self.limiters_for(method, path):
+                limiter.acquire()
+            response = self._send(method, path, **kwargs)
+            wait = self._wait_before_retry(method, path, response, attempt)
+            if wait is None:
+                return self._result(method, path, response)
+            log.warning('%s %s %s answered %s; trying again in %.1fs', self.platform,
+                        method, path, response.status_code, wait)
+            gevent.sleep(wait)
+        raise AdapterError(f'{self.platform}: {method} {path} still answered '
+                           f'{response.status_code} after {self.max_waits} tries',
+                           adapter=self.platform, status=response.status_code)
+
+    def _send(self, method, path, **kwargs):
+        self.requests_sent += 1
+        try:
+            return self.http.request(method, self.base_url + path, headers=self.headers(),
+                                     timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            # The exception text can hold the URL, never the headers: no token.
+            raise AdapterError(f'{self.platform}: {method} {path} failed: '
+                               f'{type(exc).__name__}', adapter=self.platform) from None
+
+    def _wait_before_retry(self, method, path, response, attempt):
+        """Seconds to wait before trying again, or None to take the answer."""
+        if response.status_code == 429:
+            self.rate_limited += 1
+            wait = retry_after(response) or backoff(attempt)
+            for limiter in self.limiters_for(method, path):
+                limiter.penalise(wait)
+            return min(wait, self.longest_wait)
+        if response.status_code >= 500 and attempt < self.max_waits:
+            return backoff(attempt)
+        return None
+
+    def _result(self, method, path, response):
+        if response.status_code >= 400:
+            retryable = response.status_code >= 500 or response.status_code in (408, 409)
+            raise AdapterError(f'{self.platform} refused {method} {path} '
+                               f'({response.status_code}): {self.reason(response)}',
+                               adapter=self.platform, status=response.status_code,
+                               retryable=retryable)
+        if not response.content.strip():
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise AdapterError(f'{self.platform}: {method} {path} sent a body that is not '
+                               f'JSON', adapter=self.platform) from None
+
+
+def retry_after(response):
+    try:
+        return max(0.0, float(response.headers.get('Retry-After', '')))
+    except ValueError:
+        return None
+
+
+def backoff(attempt):
+    """0.5 s, 1 s, 2 s, 4 s ... with jitter, at most 8 s."""
+    return min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)

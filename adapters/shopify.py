@@ -1,0 +1,319 @@
+"""Shopify publisher, on the GraphQL Admin API.
+
+One ``productSet`` per product (options, variants, prices and the design in
+one synchronous call), keyed by a handle derived from the job, design and
+product type, so a repeat updates the same product instead of making a
+second one. Local designs go up through a staged upload. With ``autoPublish``
+the product is set ACTIVE and published to the Online Store publication.
+
+Business errors arrive with HTTP 200 as ``userErrors``; every response is
+checked for them. Throttling is a cost bucket reported in
+``extensions.cost.throttleStatus``: the client keeps its own estimate of the
+bucket and waits before it would run dry, and waits out a THROTTLED answer
+(with HTTP 200 or 429) without failing the job.
+
+When the Printify shop is connected to this store, Printify's publish already
+creates the Shopify product; then this publisher reports that product and
+creates nothing.
+"""
+
+import hashlib
+import html
+import logging
+import re
+import time
+from urllib.parse import urlsplit
+
+import gevent
+import requests
+
+from adapters.api import ApiClient
+from adapters.base import AdapterError, ConfigError, Publisher
+
+log = logging.getLogger('podengine.shopify')
+
+PUBLICATIONS = 'query Publications { publications(first: 50) { nodes { id name catalog { title } } } }'
+SHOP = 'query Shop { shop { name } }'
+STAGED_UPLOAD = '''mutation StagedUpload($input: [StagedUploadInput!]!) {
+  stagedUploadsCreate(input: $input) {
+    stagedTargets { url resourceUrl parameters { name value } }
+    userErrors { field message }
+  }
+}'''
+PRODUCT_SET = '''mutation ProductSet($identifier: ProductSetIdentifiers, $input: ProductSetInput!) {
+  productSet(identifier: $identifier, input: $input, synchronous: true) {
+    product { id handle status onlineStoreUrl }
+    userErrors { field message code }
+  }
+}'''
+PUBLISH = '''mutation Publish($id: ID!, $input: [PublicationInput!]!) {
+  publishablePublish(id: $id, input: $input) {
+    publishable { ... on Product { id onlineStoreUrl } }
+    userErrors { field message }
+  }
+}'''
+MUTATION_COST = 10
+
+
+class ShopifyClient(ApiClient):
+    """The GraphQL endpoint, with the cost bucket kept in view."""
+
+    platform = 'shopify'
+
+    def __init__(self, settings, http):
+        store = settings.shopify_store_url.rstrip('/')
+        super().__init__(f'{store}/admin/api/{settings.shopify_api_version}', http)
+        self._token = settings.shopify_access_token
+        self.available = None  # points left in the bucket, as last reported
+        self.restore_rate = 50.0
+        self.reported_at = time.monotonic()
+        self.throttled = 0
+
+    def headers(self):
+        return {'X-Shopify-Access-Token': self._token, 'Content-Type': 'application/json',
+                'User-Agent': self.http.headers.get('User-Agent', 'pod-engine')}
+
+    def reason(self, response):
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:200] or response.reason
+        return str(body.get('errors', body))[:300] if isinstance(body, dict) else str(body)
+
+    def graphql(self, query, variables=None, cost=MUTATION_COST):
+        """The ``data`` of one GraphQL call, after any throttling waits."""
+        for _ in range(self.max_waits):
+            self._wait_for_points(cost)
+            body = self.call('POST', '/graphql.json',
+                             json={'query': query, 'variables': variables or {}}) or {}
+            self._note_cost(body)
+            errors = body.get('errors') or []
+            if any(error_code(e) == 'THROTTLED' for e in errors):
+                self.throttled += 1
+                gevent.sleep(self._refill_time(cost) or 1.0)
+                continue
+            if errors:
+                raise AdapterError(f'shopify: {"; ".join(error_text(e) for e in errors)}',
+                                   adapter='shopify', retryable=any(
+                                       error_code(e) == 'INTERNAL_SERVER_ERROR' for e in errors))
+            return body.get('data') or {}
+        raise AdapterError('shopify: still throttled after several waits', adapter='shopify')
+
+    def _note_cost(self, body):
+        status = (((body.get('extensions') or {}).get('cost') or {})
+                  .get('throttleStatus') or {})
+        if 'currentlyAvailable' in status:
+            self.available = float(status['currentlyAvailable'])
+            self.restore_rate = float(status.get('restoreRate') or self.restore_rate)
+            self.reported_at = time.monotonic()
+
+    def _estimate(self):
+        if self.available is None:
+            return None
+        return self.available + (time.monotonic() - self.reported_at) * self.restore_rate
+
+    def _refill_time(self, cost):
+        estimate = self._estimate()
+        if estimate is None or estimate >= cost:
+            return 0.0
+        return (cost - estimate) / self.restore_rate
+
+    def _wait_for_points(self, cost):
+        wait = self._refill_time(cost)
+        if wait > 0:
+            gevent.sleep(wait)
+
+
+def error_code(error):
+    return ((error or {}).get('extensions') or {}).get('code')
+
+
+def error_text(error):
+    return str((error or {}).get('message', error))[:200]
+
+
+def check_user_errors(payload, what):
+    problems = (payload or {}).get('userErrors') or []
+    if problems:
+        text = '; '.join(f'{".".join(map(str, p.get("field") or []))}: {p.get("message")}'
+                         .lstrip(': ') for p in problems)
+        raise AdapterError(f'shopify refused {what}: {text}', adapter='shopify',
+                           retryable=False)
+    return payload
+
+
+def slug(text, limit=60):
+    return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-')[:limit].strip('-') or 'design'
+
+
+class ShopifyPublisher(Publisher):
+    """Creates each product in the configured Shopify store."""
+
+    name = 'shopify'
+
+    def __init__(self, settings, http=None):
+        super().__init__(settings, http)
+        if not (settings.shopify_store_url and settings.shopify_access_token):
+            raise ConfigError('ENABLED_PLATFORMS includes shopify but SHOPIFY_STORE_URL or '
+                              'SHOPIFY_ACCESS_TOKEN is not set')
+        self.client = ShopifyClient(settings, http)
+        self.dry_run = settings.dry_run
+        self._publication = None
+
+    def describe(self):
+        return 'shopify (dry run)' if self.dry_run else 'shopify'
+
+    def health(self):
+        try:
+            return bool(self.client.graphql(SHOP, cost=1).get('shop'))
+        except AdapterError:
+            return False
+
+    def publish(self, artwork, product_type, brief, ctx, auto_publish=True):
+        synced = self.synced_by_printify(artwork, product_type, ctx)
+        if synced is not None:
+            return synced
+        handle = product_handle(brief.title, ctx.job_id, artwork.key, product_type.key)
+        if self.dry_run:
+            return self.rehearse(artwork, product_type, brief, handle, auto_publish)
+        source = ctx.checkpoint(f'shopify:file:{artwork.path}',
+                                lambda: self.file_source(artwork, ctx))
+        tag = f'{artwork.key}:{product_type.key}'
+        product = ctx.checkpoint(f'shopify:product:{tag}', lambda: self.set_product(
+            handle, product_input(brief, product_type, source, auto_publish), ctx))
+        if auto_publish:
+            product = ctx.checkpoint(f'shopify:published:{tag}',
+                                     lambda: self.publish_online(product, ctx))
+        return self.result(product, product_type, brief, auto_publish)
+
+    # Connected Printify shops ------------------------------------------------
+
+    def synced_by_printify(self, artwork, product_type, ctx):
+        """The Shopify product Printify made for this design, if Printify's shop
+        is connected to Shopify (creating it here too would duplicate it)."""
+        printify = next((p for p in ctx.publishers if p.name == 'printify'), None)
+        if printify is None or not printify.syncs_to_shopify():
+            return None
+        external = ctx.lookup(f'printify:external:{artwork.key}:{product_type.key}')
+        if not external:
+            raise AdapterError('shopify: waiting for Printify to create the Shopify product '
+                               '(its shop is connected to Shopify)', adapter='shopify')
+        numeric = str(external.get('id', ''))
+        return {'platform': 'shopify', 'productId': f'gid://shopify/Product/{numeric}',
+                'url': self.admin_url(numeric), 'storeUrl': external.get('handle'),
+                'type': product_type.key, 'via': 'printify', 'published': True}
+
+    # Writing -----------------------------------------------------------------
+
+    def file_source(self, artwork, ctx):
+        """A URL Shopify can read the design from: the public one, or a staged upload."""
+        if self.settings.public_url:
+            return artwork.url
+        data = (ctx.data_dir / artwork.path).read_bytes()
+        name = artwork.path.rsplit('/', 1)[-1]
+        staged = check_user_errors(self.client.graphql(STAGED_UPLOAD, {'input': [{
+            'filename': name, 'mimeType': 'image/png', 'httpMethod': 'POST',
+            'resource': 'IMAGE', 'fileSize': str(len(data))}]}).get('stagedUploadsCreate'),
+            'the staged upload')
+        target = staged['stagedTargets'][0]
+        self.send_file(target, name, data)
+        ctx.log(f'shopify: uploaded {name}')
+        return target['resourceUrl']
+
+    def send_file(self, target, name, data):
+        # The staged target is storage, not the Admin API: no token goes there.
+        fields = {p['name']: p['value'] for p in target.get('parameters', [])}
+        try:
+            response = self.http.post(target['url'], data=fields,
+                                      files={'file': (name, data, 'image/png')}, timeout=120)
+        except requests.RequestException as exc:
+            raise AdapterError(f'shopify: staged upload failed: {type(exc).__name__}',
+                               adapter='shopify') from None
+        if response.status_code >= 300:
+            raise AdapterError(f'shopify: staged upload answered {response.status_code}',
+                               adapter='shopify', retryable=response.status_code >= 500)
+
+    def set_product(self, handle, product, ctx):
+        data = self.client.graphql(PRODUCT_SET, {'identifier': {'handle': handle},
+                                                 'input': product})
+        result = check_user_errors(data.get('productSet'), 'the product')['product']
+        ctx.log(f'shopify: product {result["id"]} ({handle}) is {result["status"]}')
+        return result
+
+    def publish_online(self, product, ctx):
+        data = self.client.graphql(PUBLISH, {'id': product['id'], 'input': [
+            {'publicationId': self.online_store(ctx)}]})
+        published = check_user_errors(data.get('publishablePublish'), 'the publish')
+        url = (published.get('publishable') or {}).get('onlineStoreUrl')
+        ctx.log(f'shopify: published {product["id"]} to the Online Store')
+        return {**product, 'onlineStoreUrl': url or product.get('onlineStoreUrl')}
+
+    def online_store(self, ctx):
+        if self._publication is None:
+            nodes = self.client.graphql(PUBLICATIONS, cost=5).get('publications', {})
+            for node in nodes.get('nodes', []):
+                title = (node.get('catalog') or {}).get('title') or node.get('name')
+                if title == 'Online Store':
+                    self._publication = node['id']
+                    break
+            else:
+                raise AdapterError('shopify: the store has no Online Store publication '
+                                   '(is the write_publications scope granted?)',
+                                   adapter='shopify', retryable=False)
+        return self._publication
+
+    def result(self, product, product_type, brief, auto_publish):
+        numeric = product['id'].rsplit('/', 1)[-1]
+        return {'platform': 'shopify', 'productId': product['id'],
+                'url': self.admin_url(numeric), 'storeUrl': product.get('onlineStoreUrl'),
+                'handle': product.get('handle'), 'type': product_type.key,
+                'title': brief.title, 'published': auto_publish}
+
+    def admin_url(self, numeric_id):
+        store = urlsplit(self.settings.shopify_store_url).hostname or ''
+        return (f'https://admin.shopify.com/store/{store.split(".")[0]}/products/'
+                f'{numeric_id}')
+
+    # Dry run -----------------------------------------------------------------
+
+    def rehearse(self, artwork, product_type, brief, handle, auto_publish):
+        source = artwork.url if self.settings.public_url else '<staged upload resourceUrl>'
+        sent = [{'query': PRODUCT_SET, 'variables': {
+            'identifier': {'handle': handle},
+            'input': product_input(brief, product_type, source, auto_publish)}}]
+        if not self.settings.public_url:
+            sent.insert(0, {'query': STAGED_UPLOAD, 'variables': {'input': [{
+                'filename': artwork.path.rsplit('/', 1)[-1], 'mimeType': 'image/png',
+                'httpMethod': 'POST', 'resource': 'IMAGE'}]}})
+        if auto_publish:
+            sent.append({'query': PUBLISH, 'variables': {
+                'id': '<product id>', 'input': [{'publicationId': '<Online Store>'}]}})
+        return {'platform': 'shopify', 'productId': f'dry-run-{handle}', 'dryRun': True,
+                'type': product_type.key, 'title': brief.title, 'published': False,
+                'requests': sent}
+
+
+def product_handle(title, job_id, key, type_key):
+    """A handle unique to this job, design and type: ``productSet`` upserts
+    by it, so sending the product again never makes a second one."""
+    digest = hashlib.sha1(f'{job_id}|{key}|{type_key}'.encode()).hexdigest()[:8]
+    return f'{slug(title)}-{type_key}-{digest}'
+
+
+def product_input(brief, product_type, source, auto_publish):
+    """ProductSetInput: Size and Color options, one variant each, the design."""
+    price = f'{float(product_type.price):.2f}'
+    return {
+        'title': brief.title,
+        'descriptionHtml': brief.description_html or f'<p>{html.escape(brief.description)}</p>',
+        'vendor': 'POD Engine', 'productType': product_type.name, 'tags': brief.tags,
+        'status': 'ACTIVE' if auto_publish else 'DRAFT',
+        'productOptions': [
+            {'name': 'Size', 'values': [{'name': size} for size in product_type.sizes]},
+            {'name': 'Color', 'values': [{'name': color} for color in product_type.colors]}],
+        'variants': [{'optionValues': [{'optionName': 'Size', 'name': size},
+                                       {'optionName': 'Color', 'name': color}],
+                      'price': price}
+                     for size in product_type.sizes for color in product_type.colors],
+        'files': [{'originalSource': source, 'contentType': 'IMAGE', 'alt': brief.title}],
+    }
