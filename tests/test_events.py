@@ -41,6 +41,13 @@ class Recorder:
                 return item
         raise AssertionError(f'event never came; saw {[e for e, _ in self.seen]}')
 
+    def drain(self, settle=0.3):
+        """Take in everything received so far (after a short settle)."""
+        time.sleep(settle)
+        while not self.events.empty():
+            self.seen.append(self.events.get())
+        return self
+
     def of(self, name, job_id=None):
         return [data for event, data in self.seen if event == name and
                 (job_id is None or data.get('id', data.get('jobId')) == job_id)]
