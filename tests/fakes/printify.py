@@ -1,0 +1,1077 @@
+"""Fake Printify REST API v1: a strict stand-in, since Printify has no sandbox.
+
+It enforces the contract in ``/work/shared/research/external-apis.md`` (a) and
+rejects what the real API rejects (the original engine's camelCase payload,
+float prices, missing ``print_areas``, made-up variant ids, ``file://`` images,
+below-cost publishing). Everything is answered as JSON.
+
+Every ``/v1/`` request must carry ``Authorization: Bearer <scenario token>``
+(else 401) and a ``User-Agent`` that names the application, not a library
+default such as ``python-requests/2.32`` (else 400). POST/PUT bodies must be
+``application/json`` objects (else 400). Validation errors look like
+``{"status": "error", "code": 8150, "message": "Validation failed.",
+"errors": {"reason": "The print_areas field is required.", "code": 8150}}``:
+8150 a field is missing or malformed, 8251 variants/print areas don't match the
+blueprint and provider (and the below-cost publish refusal), 8252 the product
+is locked while publishing, 8254 the shop has no sales channel.
+
+Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
+
+    token                    "test-printify-token"
+    shops                    [{"id": 1001, "title": "Test Shop",
+                               "sales_channel": "custom_integration"}]
+                             (sales_channel None or "" = no channel: 8254)
+    rate_global_per_min      600   every /v1/ request, 60 s sliding window
+    rate_catalog_per_min     100   /v1/catalog/*, 60 s window
+    rate_publish_per_30min   200   .../publish.json, 1800 s window
+    retry_after_header       True  send Retry-After (seconds) with 429s
+    publish_lock_seconds     0.3   how long is_locked stays true after publish
+    publish_outcome          "succeeded" | "failed" (lock clears, no external)
+                             | "stuck" (stays locked until
+                             publishing_succeeded/failed.json is called)
+    shopify_domain           "test-shop.myshopify.com" (external.handle for
+                             shops whose sales_channel is "shopify")
+    fail_next                []  [{"path_contains": "/products.json",
+                             "method": "POST", "status": 500, "times": 1,
+                             "retry_after": 2}]; status 0 drops the connection
+    slow                     None  {"path_contains": "...", "seconds": 3}
+                             (or a list of them) delays matching requests
+    crash_after_create       False  True (next create) or n (next n creates):
+                             the product IS created, then the connection is
+                             closed without any response
+
+Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
+``POST /_fake/reset``, ``GET /_fake/state`` (products, uploads, publishes,
+rate_limited, requests_by_group, errors, total_requests) and
+``GET /_fake/uploads/<id>`` (the uploaded bytes, for ``url`` uploads).
+"""
+
+import base64
+import binascii
+import collections
+import copy
+import errno
+import hashlib
+import io
+import json
+import math
+import re
+import secrets
+import sys
+import time
+import traceback
+from urllib.parse import urlsplit
+
+import bottle
+import gevent
+import requests
+from PIL import Image
+
+DEFAULT_SCENARIO = {
+    'token': 'test-printify-token',
+    'shops': [{'id': 1001, 'title': 'Test Shop', 'sales_channel': 'custom_integration'}],
+    'rate_global_per_min': 600,
+    'rate_catalog_per_min': 100,
+    'rate_publish_per_30min': 200,
+    'retry_after_header': True,
+    'publish_lock_seconds': 0.3,
+    'publish_outcome': 'succeeded',
+    'shopify_domain': 'test-shop.myshopify.com',
+    'fail_next': [],
+    'slow': None,
+    'crash_after_create': False,
+}
+
+# User-Agent prefixes that only name an HTTP library, not the application.
+LIBRARY_AGENTS = ('python-requests/', 'python-urllib/', 'python-httpx/', 'aiohttp/',
+                  'go-http-client/', 'axios/', 'node-fetch', 'undici', 'okhttp/',
+                  'java/', 'libwww-perl/', 'wget/', 'curl/')
+PUBLISH_FLAGS = ('title', 'description', 'images', 'variants', 'tags')
+OPTIONAL_PUBLISH_FLAGS = ('keyFeatures', 'shipping_template')
+LOOPBACK = ('127.0.0.1', 'localhost', '::1')
+
+
+# Catalog ###################################################################
+
+PROVIDERS = {
+    29: {'id': 29, 'title': 'Monster Digital',
+         'location': {'address1': '1 Industrial Way', 'city': 'Chatsworth',
+                      'country': 'US', 'region': 'CA', 'zip': '91311'}},
+    99: {'id': 99, 'title': 'Printify Choice',
+         'location': {'address1': '108 Wild Basin Rd', 'city': 'Austin',
+                      'country': 'US', 'region': 'TX', 'zip': '78746'}},
+}
+
+SIZES = ('S', 'M', 'L', 'XL', '2XL', '3XL')
+TEE_COLORS = ('White', 'Black', 'Navy', 'Heather Grey')
+HOODIE_COLORS = ('Black', 'Navy', 'Sport Grey', 'White', 'Maroon')
+TEE_COST = {'S': 1050, 'M': 1050, 'L': 1050, 'XL': 1090, '2XL': 1240, '3XL': 1290}
+HOODIE_COST = {'S': 2100, 'M': 2100, 'L': 2100, 'XL': 2150, '2XL': 2400, '3XL': 2600}
+COLOR_IDS = {'White': 521, 'Black': 418, 'Navy': 511, 'Heather Grey': 423,
+             'Sport Grey': 358, 'Maroon': 388}
+COLOR_HEX = {'White': '#ffffff', 'Black': '#000000', 'Navy': '#1f2a44',
+             'Heather Grey': '#b5b5b5', 'Sport Grey': '#a9a9a9', 'Maroon': '#5b1a26'}
+SIZE_IDS = {'S': 14, 'M': 15, 'L': 16, 'XL': 17, '2XL': 18, '3XL': 19}
+TEE_TAGS = ['T-shirts', "Men's Clothing", "Women's Clothing", 'Cotton', 'Crew neck',
+            'DTG', 'Regular fit']
+HOODIE_TAGS = ['Hoodies', "Men's Clothing", "Women's Clothing", 'DTG', 'Unisex',
+               'Winter Picks']
+
+# id, title, brand, model, colours, costs, front (w, h), title order, tags
+BLUEPRINTS = (
+    (12, 'Unisex Jersey Short Sleeve Tee', 'Bella+Canvas', '3001',
+     TEE_COLORS, TEE_COST, (4500, 5400), 'color/size', TEE_TAGS),
+    (6, 'Unisex Heavy Cotton Tee', 'Gildan', '5000',
+     TEE_COLORS, TEE_COST, (4500, 5400), 'size/color', TEE_TAGS),
+    (77, 'Unisex Heavy Blend™ Hooded Sweatshirt', 'Gildan', '18500',
+     HOODIE_COLORS, HOODIE_COST, (3852, 4398), 'size/color', HOODIE_TAGS),
+    # Decoys: ids other code hard-codes for these garments, and near misses.
+    (3, 'Kids Heavy Cotton™ Tee', 'Gildan', '5000B',
+     TEE_COLORS, TEE_COST, (3600, 4320), 'color/size', TEE_TAGS),
+    (165, 'Unisex Jersey Long Sleeve Tee', 'Bella+Canvas', '3501',
+     TEE_COLORS, TEE_COST, (4500, 5400), 'color/size', TEE_TAGS),
+    (384, 'Unisex Heavy Blend™ Crewneck Sweatshirt', 'Gildan', '18000',
+     HOODIE_COLORS, HOODIE_COST, (4200, 4800), 'color/size', HOODIE_TAGS),
+    (145, 'Unisex Softstyle T-Shirt', 'Gildan', '64000',
+     TEE_COLORS, TEE_COST, (4500, 5400), 'size/color', TEE_TAGS),
+    (706, 'Unisex Garment-Dyed T-shirt', 'Comfort Colors', '1717',
+     TEE_COLORS, TEE_COST, (4200, 4800), 'color/size', TEE_TAGS),
+)
+
+
+def variant_id(bp, pp, ci, si):
+    """A stable, non-sequential 5-digit id for one colour/size of a blueprint+provider."""
+    return 10000 + (bp * 7919 + pp * 3571) % 60000 + ci * 257 + si * 61
+
+
+def build_catalog():
+    """{blueprint id: {'info', 'providers': {pp: {'variants', 'costs', 'grams'}}, ...}}"""
+    catalog = {}
+    for bp, title, brand, model, colors, costs, front, order, tags in BLUEPRINTS:
+        info = {'id': bp, 'title': title, 'brand': brand, 'model': model,
+                'description': f'<p>{brand} {model}: {title}.</p>',
+                'images': [f'https://images.printify.com/blueprint-{bp}-{n}.jpg' for n in (1, 2)]}
+        providers = {pp: _provider_variants(bp, pp, colors, costs, front, order)
+                     for pp in PROVIDERS}
+        catalog[bp] = {'info': info, 'providers': providers, 'tags': tags}
+    return catalog
+
+
+def _provider_variants(bp, pp, colors, costs, front, order):
+    """The variants one provider offers for a blueprint, with their costs."""
+    variants, cost, grams = [], {}, {}
+    for ci, color in enumerate(colors):
+        for si, size in enumerate(SIZES):
+            if pp == 99 and ci == len(colors) - 1 and size == '3XL':
+                continue  # Printify Choice doesn't stock every colour in 3XL
+            vid = variant_id(bp, pp, ci, si)
+            title = f'{color} / {size}' if order == 'color/size' else f'{size} / {color}'
+            variants.append({'id': vid, 'title': title, 'options': {'color': color, 'size': size},
+                             'placeholders': [
+                                 {'position': 'front', 'width': front[0], 'height': front[1]},
+                                 {'position': 'back', 'width': 4500, 'height': 5400}]})
+            cost[vid] = costs[size] - (15 if pp == 99 else 0)
+            grams[vid] = (600 if costs is HOODIE_COST else 150) + si * 20
+    return {'variants': variants, 'costs': cost, 'grams': grams}
+
+
+def shipping_profile(provider):
+    """The shipping.json answer for one blueprint/provider."""
+    ids = [v['id'] for v in provider['variants']]
+    return {'handling_time': {'value': 3, 'unit': 'day'},
+            'profiles': [{'variant_ids': ids, 'first_item': {'currency': 'USD', 'cost': 475},
+                          'additional_items': {'currency': 'USD', 'cost': 240},
+                          'countries': ['US']},
+                         {'variant_ids': ids, 'first_item': {'currency': 'USD', 'cost': 1000},
+                          'additional_items': {'currency': 'USD', 'cost': 400},
+                          'countries': ['REST_OF_THE_WORLD']}]}
+
+
+# Errors ####################################################################
+
+class ApiError(Exception):
+    """An error answer: HTTP status, JSON body and extra headers."""
+
+    def __init__(self, status, body, headers=None):
+        super().__init__(body)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def invalid(code, reason, status=400):
+    """A Printify validation error (8150, 8251, 8252, 8254)."""
+    return ApiError(status, {'status': 'error', 'code': code, 'message': 'Validation failed.',
+                             'errors': {'reason': reason, 'code': code}})
+
+
+def plain_error(status, message):
+    return ApiError(status, {'status': 'error', 'code': status, 'message': message})
+
+
+# Field checks (Laravel-style messages) #####################################
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def need(data, key, path, kind):
+    """Return data[key] after checking it is present and of ``kind``, else 8150."""
+    value = data.get(key) if isinstance(data, dict) else None
+    if value is None or value == '' or value == []:
+        raise invalid(8150, f'The {path} field is required.')
+    check_kind(value, path, kind)
+    return value
+
+
+def check_kind(value, path, kind):
+    """8150 unless value is a 'string', 'integer', 'number', 'boolean' or 'array'."""
+    ok = {'string': lambda v: isinstance(v, str), 'integer': _is_int, 'number': _is_number,
+          'boolean': lambda v: isinstance(v, bool), 'array': lambda v: isinstance(v, list),
+          'object': lambda v: isinstance(v, dict)}[kind](value)
+    if not ok:
+        article = 'an' if kind[0] in 'aeiou' else 'a'
+        raise invalid(8150, f'The {path} must be {article} {kind}.')
+
+
+def optional(data, key, path, kind):
+    if data.get(key) is not None:
+        check_kind(data[key], path, kind)
+
+
+def check_variants(variants, path='variants', price_required=True):
+    """Shape of ``variants``: [{id int, price int >= 0, is_enabled bool}]."""
+    for n, entry in enumerate(variants):
+        check_kind(entry, f'{path}.{n}', 'object')
+        need(entry, 'id', f'{path}.{n}.id', 'integer')
+        if price_required or 'price' in entry:
+            price = need(entry, 'price', f'{path}.{n}.price', 'integer')
+            if price < 0:
+                raise invalid(8150, f'The {path}.{n}.price must be at least 0.')
+        optional(entry, 'is_enabled', f'{path}.{n}.is_enabled', 'boolean')
+
+
+def check_print_areas(areas):
+    """Shape of ``print_areas``: [{variant_ids, placeholders: [{position, images}]}]."""
+    for n, area in enumerate(areas):
+        path = f'print_areas.{n}'
+        check_kind(area, path, 'object')
+        for k, vid in enumerate(need(area, 'variant_ids', f'{path}.variant_ids', 'array')):
+            check_kind(vid, f'{path}.variant_ids.{k}', 'integer')
+        placeholders = need(area, 'placeholders', f'{path}.placeholders', 'array')
+        for m, holder in enumerate(placeholders):
+            check_placeholder(holder, f'{path}.placeholders.{m}')
+        if not any(holder['images'] for holder in placeholders):
+            raise invalid(8150, f'The {path}.placeholders must contain at least one image.')
+
+
+def check_placeholder(holder, path):
+    check_kind(holder, path, 'object')
+    need(holder, 'position', f'{path}.position', 'string')
+    if not isinstance(holder.get('images'), list):
+        raise invalid(8150, f'The {path}.images field is required.')
+    for k, image in enumerate(holder['images']):
+        ipath = f'{path}.images.{k}'
+        check_kind(image, ipath, 'object')
+        need(image, 'id', f'{ipath}.id', 'string')
+        for key in ('x', 'y', 'scale', 'angle'):
+            if image.get(key) is None:
+                raise invalid(8150, f'The {ipath}.{key} field is required.')
+            check_kind(image[key], f'{ipath}.{key}', 'number')
+        if image['scale'] <= 0:
+            raise invalid(8150, f'The {ipath}.scale must be greater than 0.')
+        if image['angle'] != int(image['angle']):
+            raise invalid(8150, f'The {ipath}.angle must be an integer.')
+
+
+def check_create_shape(body):
+    """Every 8150 check of a create body, in Laravel's rule order."""
+    need(body, 'title', 'title', 'string')
+    need(body, 'description', 'description', 'string')
+    need(body, 'blueprint_id', 'blueprint_id', 'integer')
+    need(body, 'print_provider_id', 'print_provider_id', 'integer')
+    check_variants(need(body, 'variants', 'variants', 'array'))
+    check_print_areas(need(body, 'print_areas', 'print_areas', 'array'))
+    check_extras(body)
+
+
+def check_extras(body):
+    optional(body, 'tags', 'tags', 'array')
+    for n, tag in enumerate(body.get('tags') or []):
+        check_kind(tag, f'tags.{n}', 'string')
+    optional(body, 'visible', 'visible', 'boolean')
+
+
+# The fake ##################################################################
+
+class PrintifyFake:
+    """Scenario, catalog and state of one fake Printify account."""
+
+    def __init__(self):
+        self.catalog = build_catalog()
+        self.reset()
+
+    def reset(self):
+        self.scenario = copy.deepcopy(DEFAULT_SCENARIO)
+        self.requests = []
+        self.products = {}      # id -> product as the API returns it
+        self.locks = {}         # id -> {'until': t or None, 'outcome': ...}
+        self.uploads = {}       # id -> upload answer
+        self.blobs = {}         # id -> bytes
+        self.windows = collections.defaultdict(collections.deque)
+        self.counts = {'publishes': 0, 'rate_limited': 0, 'errors': 0, 'total_requests': 0}
+        self.by_group = collections.Counter()
+
+    def configure(self, patch):
+        self.scenario.update(patch)
+
+    def shop(self, shop_id):
+        for shop in self.scenario['shops']:
+            if shop['id'] == shop_id:
+                return shop
+        raise plain_error(404, 'Shop not found.')
+
+    def blueprint(self, bp):
+        if bp not in self.catalog:
+            raise plain_error(404, 'Blueprint not found.')
+        return self.catalog[bp]
+
+    def provider(self, bp, pp):
+        if pp not in self.blueprint(bp)['providers']:
+            raise plain_error(404, 'Print provider not found for this blueprint.')
+        return self.catalog[bp]['providers'][pp]
+
+    def state(self):
+        for pid in list(self.products):
+            self.settle(pid)
+        return {'products': list(self.products.values()),
+                'uploads': list(self.uploads.values()),
+                'requests_by_group': dict(self.by_group), **self.counts}
+
+    # Rate limits -------------------------------------------------------
+
+    def groups(self, path):
+        """[(group, limit, window seconds)] that a request to ``path`` counts in."""
+        groups = [('global', self.scenario['rate_global_per_min'], 60)]
+        if path.startswith('/v1/catalog/'):
+            groups.append(('catalog', self.scenario['rate_catalog_per_min'], 60))
+        elif path.endswith('/publish.json'):
+            groups.append(('publish', self.scenario['rate_publish_per_30min'], 1800))
+        return groups
+
+    def take_slot(self, path):
+        """Count the request, or raise 429; return the X-RateLimit headers."""
+        now = time.monotonic()
+        groups = self.groups(path)
+        for name, limit, window in groups:
+            self.by_group[name] += 1
+            queue = self.windows[name]
+            while queue and queue[0] <= now - window:
+                queue.popleft()
+        for name, limit, window in groups:
+            queue = self.windows[name]
+            if len(queue) >= limit:
+                raise self.too_many(queue, limit, window, now)
+        for name, _, _ in groups:
+            self.windows[name].append(now)
+        name, limit, _ = groups[-1]
+        return {'X-RateLimit-Limit': str(limit),
+                'X-RateLimit-Remaining': str(max(0, limit - len(self.windows[name])))}
+
+    def too_many(self, queue, limit, window, now):
+        self.counts['rate_limited'] += 1
+        headers = {'X-RateLimit-Limit': str(limit), 'X-RateLimit-Remaining': '0'}
+        if self.scenario['retry_after_header']:
+            wait = (queue[0] + window - now) if queue else 1
+            headers['Retry-After'] = str(max(1, math.ceil(wait)))
+        return ApiError(429, {'status': 'error', 'code': 429, 'message': 'Too Many Attempts.'},
+                        headers)
+
+    # Failure injection -------------------------------------------------
+
+    def injected_failure(self, method, path):
+        """The first matching ``fail_next`` rule, consumed, or None."""
+        for rule in list(self.scenario.get('fail_next') or []):
+            if rule.get('path_contains', '') not in path:
+                continue
+            if rule.get('method', method).upper() != method:
+                continue
+            rule['times'] = rule.get('times', 1) - 1
+            if rule['times'] <= 0:
+                self.scenario['fail_next'].remove(rule)
+            return rule
+        return None
+
+    def delay_for(self, path):
+        rules = self.scenario.get('slow') or []
+        for rule in [rules] if isinstance(rules, dict) else rules:
+            if rule.get('path_contains', '') in path:
+                return float(rule.get('seconds', 0))
+        return 0
+
+    def take_crash(self):
+        """True when this create must drop its connection (crash_after_create)."""
+        left = self.scenario.get('crash_after_create')
+        if not left:
+            return False
+        self.scenario['crash_after_create'] = False if left is True else int(left) - 1
+        return True
+
+    # Uploads -----------------------------------------------------------
+
+    def upload(self, body, base_url):
+        """POST /v1/uploads/images.json: store content-addressed, answer metadata."""
+        file_name = need(body, 'file_name', 'file_name', 'string')
+        if body.get('contents') is not None:
+            data = decode_contents(body['contents'])
+        elif body.get('url') is not None:
+            data = fetch_url(need(body, 'url', 'url', 'string'))
+        else:
+            raise invalid(8150, 'The contents field is required when url is not present.')
+        return self.store_upload(file_name, data, base_url)
+
+    def store_upload(self, file_name, data, base_url):
+        width, height, mime = image_facts(data)
+        upload_id = hashlib.sha256(data).hexdigest()[:24]
+        if upload_id not in self.uploads:
+            self.blobs[upload_id] = data
+            self.uploads[upload_id] = {
+                'id': upload_id, 'file_name': file_name, 'height': height, 'width': width,
+                'size': len(data), 'mime_type': mime,
+                'preview_url': f'{base_url}/_fake/uploads/{upload_id}',
+                'upload_time': time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}
+        return self.uploads[upload_id]
+
+    # Products ----------------------------------------------------------
+
+    def create_product(self, shop_id, body):
+        """POST /v1/shops/{shop}/products.json."""
+        self.shop(shop_id)
+        check_create_shape(body)
+        bp, pp = body['blueprint_id'], body['print_provider_id']
+        provider = self.check_catalog(bp, pp)
+        self.check_product_variants(body['variants'], provider)
+        self.check_areas(body['print_areas'], provider, body['variants'])
+        product = self.render(shop_id, body, provider)
+        self.products[product['id']] = product
+        return product
+
+    def check_catalog(self, bp, pp):
+        if bp not in self.catalog:
+            raise invalid(8150, 'The selected blueprint_id is invalid.')
+        if pp not in self.catalog[bp]['providers']:
+            raise invalid(8251, f'Print provider {pp} does not offer blueprint {bp}.')
+        return self.catalog[bp]['providers'][pp]
+
+    def check_product_variants(self, variants, provider):
+        known = provider['costs']
+        ids = [v['id'] for v in variants]
+        unknown = [vid for vid in ids if vid not in known]
+        if unknown:
+            raise invalid(8251, f'Variants {unknown[:10]} do not match the blueprint and '
+                                'print provider.')
+        if len(set(ids)) != len(ids):
+            raise invalid(8251, 'Each variant may appear only once in variants.')
+
+    def check_areas(self, areas, provider, variants, cover_all=False):
+        """8251/8150 checks of print areas against the catalog and the uploads."""
+        known, seen = provider['costs'], set()
+        positions = {p['position'] for p in provider['variants'][0]['placeholders']}
+        for n, area in enumerate(areas):
+            bad = [vid for vid in area['variant_ids'] if vid not in known or vid in seen]
+            if bad:
+                raise invalid(8251, f'print_areas.{n}.variant_ids {bad[:10]} are not valid '
+                                    'variants of this product or appear in two print areas.')
+            seen.update(area['variant_ids'])
+            self.check_area_images(area, n, positions)
+        wanted = set(known) if cover_all else {
+            v['id'] for v in variants if v.get('is_enabled', True)}
+        if wanted - seen:
+            raise invalid(8251, f'Variants {sorted(wanted - seen)[:10]} have no print area; '
+                                'print_areas.variant_ids must cover them.')
+
+    def check_area_images(self, area, n, positions):
+        for m, holder in enumerate(area['placeholders']):
+            path = f'print_areas.{n}.placeholders.{m}'
+            if holder['position'] not in positions:
+                raise invalid(8150, f'The selected {path}.position is invalid.')
+            for k, image in enumerate(holder['images']):
+                if image['id'] not in self.uploads:
+                    raise invalid(8150, f'The selected {path}.images.{k}.id is invalid.')
+
+    def render(self, shop_id, body, provider):
+        """The product as the create response shows it: every variant, costs, no external."""
+        now = stamp()
+        sent = {v['id']: v for v in body['variants']}
+        variants = [self.render_variant(v, sent.get(v['id']), provider)
+                    for v in provider['variants']]
+        first_enabled = next((v for v in variants if v['is_enabled']), None)
+        if first_enabled:
+            first_enabled['is_default'] = True
+        bp = body['blueprint_id']
+        pid = f'{int(time.time()):08x}{secrets.token_hex(8)}'
+        return {
+            'id': pid, 'title': body['title'], 'description': body['description'],
+            'tags': merge_tags(body.get('tags') or [], self.catalog[bp]['tags']),
+            'options': product_options(provider),
+            'variants': variants,
+            'images': mockups(pid, variants),
+            'created_at': now, 'updated_at': now,
+            'visible': body.get('visible', True), 'is_locked': False,
+            'blueprint_id': bp, 'print_provider_id': body['print_provider_id'],
+            'user_id': 4242, 'shop_id': shop_id,
+            'print_areas': self.render_areas(body['print_areas'], provider),
+            'print_details': [], 'sales_channel_properties': [],
+        }
+
+    def render_variant(self, catalog_variant, sent, provider):
+        vid = catalog_variant['id']
+        cost = provider['costs'][vid]
+        opts = catalog_variant['options']
+        return {'id': vid, 'sku': str(10 ** 19 + vid * 7919 + cost), 'cost': cost,
+                'price': sent['price'] if sent else int(round(cost * 1.6, -1)) - 1,
+                'title': catalog_variant['title'], 'grams': provider['grams'][vid],
+                'is_enabled': bool(sent) and sent.get('is_enabled', True),
+                'is_default': False, 'is_available': True, 'is_printify_express_eligible': False,
+                'options': [COLOR_IDS[opts['color']], SIZE_IDS[opts['size']]]}
+
+    def render_areas(self, areas, provider):
+        """Sent areas, widened to every variant, with the unused placeholders added."""
+        out = [copy.deepcopy(area) for area in areas]
+        mentioned = {vid for area in areas for vid in area['variant_ids']}
+        out[0]['variant_ids'] += [v['id'] for v in provider['variants']
+                                  if v['id'] not in mentioned]
+        positions = [p['position'] for p in provider['variants'][0]['placeholders']]
+        for area in out:
+            have = {holder['position'] for holder in area['placeholders']}
+            area['placeholders'] += [{'position': pos, 'images': []}
+                                     for pos in positions if pos not in have]
+            for holder in area['placeholders']:
+                holder['images'] = [self.render_image(img) for img in holder['images']]
+        return out
+
+    def render_image(self, image):
+        upload = self.uploads[image['id']]
+        return {'id': image['id'], 'name': upload['file_name'], 'type': upload['mime_type'],
+                'height': upload['height'], 'width': upload['width'],
+                'x': image['x'], 'y': image['y'], 'scale': image['scale'],
+                'angle': image['angle']}
+
+    def product(self, shop_id, pid):
+        self.shop(shop_id)
+        if pid not in self.products or self.products[pid]['shop_id'] != shop_id:
+            raise plain_error(404, 'Product not found.')
+        self.settle(pid)
+        return self.products[pid]
+
+    def list_products(self, shop_id, query):
+        """GET products.json: a Laravel paginator, newest first, filters ignored."""
+        self.shop(shop_id)
+        limit = page_param(query, 'limit', 10, 50)
+        page = page_param(query, 'page', 1, None)
+        items = [self.product(shop_id, pid) for pid in reversed(list(self.products))
+                 if self.products[pid]['shop_id'] == shop_id]
+        last = max(1, math.ceil(len(items) / limit))
+        data = items[(page - 1) * limit:page * limit]
+        base = f'/v1/shops/{shop_id}/products.json?limit={limit}&page='
+        return {'current_page': page, 'data': data, 'first_page_url': base + '1',
+                'from': (page - 1) * limit + 1 if data else None, 'last_page': last,
+                'last_page_url': base + str(last),
+                'next_page_url': base + str(page + 1) if page < last else None,
+                'path': f'/v1/shops/{shop_id}/products.json', 'per_page': limit,
+                'prev_page_url': base + str(page - 1) if page > 1 else None,
+                'to': (page - 1) * limit + len(data) if data else None, 'total': len(items)}
+
+    def update_product(self, shop_id, pid, body):
+        """PUT: partial update; variants merge by id; print areas must cover all."""
+        product = self.unlocked(shop_id, pid)
+        for key in ('title', 'description'):
+            if key in body:
+                need(body, key, key, 'string')
+        check_extras(body)
+        provider = self.provider(product['blueprint_id'], product['print_provider_id'])
+        if 'variants' in body:
+            check_variants(need(body, 'variants', 'variants', 'array'))
+            self.check_product_variants(body['variants'], provider)
+        if 'print_areas' in body:
+            check_print_areas(need(body, 'print_areas', 'print_areas', 'array'))
+            self.check_areas(body['print_areas'], provider, [], cover_all=True)
+        self.apply_update(product, body, provider)
+        return product
+
+    def apply_update(self, product, body, provider):
+        for key in ('title', 'description', 'visible'):
+            if key in body:
+                product[key] = body[key]
+        if 'tags' in body:
+            product['tags'] = list(body['tags'])
+        by_id = {v['id']: v for v in product['variants']}
+        for entry in body.get('variants', []):
+            by_id[entry['id']]['price'] = entry['price']
+            by_id[entry['id']]['is_enabled'] = entry.get('is_enabled', True)
+        if 'print_areas' in body:
+            product['print_areas'] = self.render_areas(body['print_areas'], provider)
+        product['images'] = mockups(product['id'], product['variants'])
+        product['updated_at'] = stamp()
+
+    def unlocked(self, shop_id, pid):
+        product = self.product(shop_id, pid)
+        if product['is_locked']:
+            raise invalid(8252, 'Product is disabled for editing.')
+        return product
+
+    def delete_product(self, shop_id, pid):
+        self.unlocked(shop_id, pid)
+        del self.products[pid]
+        self.locks.pop(pid, None)
+        return {}
+
+    # Publishing --------------------------------------------------------
+
+    def publish(self, shop_id, pid, body):
+        """POST publish.json: refuse below-cost prices; lock, then set external."""
+        product = self.unlocked(shop_id, pid)
+        check_publish_flags(body)
+        if not self.shop(shop_id).get('sales_channel'):
+            raise invalid(8254, 'The shop has no sales channel connected.')
+        enabled = [v for v in product['variants'] if v['is_enabled']]
+        if not enabled:
+            raise invalid(8251, 'The product has no enabled variants to publish.')
+        cheap = [v for v in enabled if v['price'] < v['cost']]
+        if cheap:
+            v = cheap[0]
+            raise invalid(8251, f'Variant {v["id"]} price {v["price"]} is below its cost '
+                                f'{v["cost"]}; {len(cheap)} enabled variant(s) are priced '
+                                'below cost.')
+        self.lock(pid)
+        self.counts['publishes'] += 1
+        return {}
+
+    def lock(self, pid):
+        outcome = self.scenario['publish_outcome']
+        until = None if outcome == 'stuck' else (
+            time.monotonic() + float(self.scenario['publish_lock_seconds']))
+        self.locks[pid] = {'until': until, 'outcome': outcome}
+        self.products[pid]['is_locked'] = True
+
+    def settle(self, pid):
+        """Finish a publish whose lock time has passed (evaluated lazily on reads)."""
+        lock = self.locks.get(pid)
+        if not lock or lock['until'] is None or time.monotonic() < lock['until']:
+            return
+        del self.locks[pid]
+        product = self.products[pid]
+        product['is_locked'] = False
+        if lock['outcome'] == 'succeeded':
+            product['external'] = self.external_for(product)
+
+    def external_for(self, product):
+        shop = self.shop(product['shop_id'])
+        number = str(7_000_000_000_000 + int(product['id'][-8:], 16) % 10 ** 12)
+        if shop.get('sales_channel') == 'shopify':
+            handle = f'https://{self.scenario["shopify_domain"]}/products/{slug(product["title"])}'
+            return {'id': number, 'handle': handle}
+        listing = number[-10:]
+        return {'id': listing, 'handle': f'https://www.etsy.com/listing/{listing}'}
+
+    def publishing_succeeded(self, shop_id, pid, body):
+        product = self.product(shop_id, pid)
+        external = need(body, 'external', 'external', 'object')
+        need(external, 'id', 'external.id', 'string')
+        need(external, 'handle', 'external.handle', 'string')
+        self.locks.pop(pid, None)
+        product.update(is_locked=False, external={'id': external['id'],
+                                                   'handle': external['handle']})
+        return {}
+
+    def publishing_failed(self, shop_id, pid, body):
+        product = self.product(shop_id, pid)
+        need(body, 'reason', 'reason', 'string')
+        self.locks.pop(pid, None)
+        product['is_locked'] = False
+        return {}
+
+    def unpublish(self, shop_id, pid):
+        product = self.product(shop_id, pid)
+        product.pop('external', None)
+        return {}
+
+
+def check_publish_flags(body):
+    for key in PUBLISH_FLAGS:
+        if key not in body:
+            raise invalid(8150, f'The {key} field is required.')
+    for key in PUBLISH_FLAGS + OPTIONAL_PUBLISH_FLAGS:
+        optional(body, key, key, 'boolean')
+
+
+def product_options(provider):
+    colors, sizes = [], []
+    for v in provider['variants']:
+        color, size = v['options']['color'], v['options']['size']
+        if color not in colors:
+            colors.append(color)
+        if size not in sizes:
+            sizes.append(size)
+    return [{'name': 'Colors', 'type': 'color',
+             'values': [{'id': COLOR_IDS[c], 'title': c, 'colors': [COLOR_HEX[c]]}
+                        for c in colors]},
+            {'name': 'Sizes', 'type': 'size',
+             'values': [{'id': SIZE_IDS[s], 'title': s} for s in sizes]}]
+
+
+def mockups(pid, variants):
+    """One front mockup per enabled colour (read-only, as on the real API)."""
+    by_color = collections.OrderedDict()
+    for v in variants:
+        if v['is_enabled']:
+            by_color.setdefault(v['options'][0], []).append(v['id'])
+    return [{'src': f'https://images-api.printify.com/mockup/{pid}/{ids[0]}/{n}/front.jpg',
+             'variant_ids': ids, 'position': 'front', 'is_default': n == 0,
+             'is_selected_for_publishing': True}
+            for n, ids in enumerate(by_color.values())]
+
+
+def merge_tags(sent, blueprint_tags):
+    return list(dict.fromkeys(list(sent) + list(blueprint_tags)))
+
+
+def page_param(query, key, default, maximum):
+    raw = query.get(key)
+    if raw in (None, ''):
+        return default
+    if not re.fullmatch(r'\d+', raw) or int(raw) < 1:
+        raise invalid(8150, f'The {key} must be an integer of at least 1.')
+    if maximum and int(raw) > maximum:
+        raise invalid(8150, f'The {key} may not be greater than {maximum}.')
+    return int(raw)
+
+
+def slug(text):
+    return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-') or 'product'
+
+
+def stamp():
+    return time.strftime('%Y-%m-%d %H:%M:%S+00:00', time.gmtime())
+
+
+def decode_contents(contents):
+    if not isinstance(contents, str) or not contents:
+        raise invalid(8150, 'The contents must be a base64 encoded string.')
+    try:
+        return base64.b64decode(contents, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(8150, 'The contents must be a base64 encoded string.') from None
+
+
+def fetch_url(url):
+    """Download an image by URL; only loopback URLs can work in the test sandbox."""
+    parts = urlsplit(url)
+    if parts.scheme not in ('http', 'https') or parts.hostname not in LOOPBACK:
+        raise invalid(8150, f'The file could not be downloaded from {url!r}.')
+    session = requests.Session()
+    session.trust_env = False   # loopback: never through an HTTP(S)_PROXY
+    try:
+        response = session.get(url, timeout=10)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        raise invalid(8150, f'The file could not be downloaded from {url!r}: {exc}') from None
+    return response.content
+
+
+def image_facts(data):
+    """(width, height, mime type) of an image, or 8150 if it isn't one."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+            mime = Image.MIME.get(image.format, 'application/octet-stream')
+            return image.width, image.height, mime
+    except Exception:  # Pillow raises many types for bad data
+        raise invalid(8150, 'The uploaded file is not a valid image.') from None
+
+
+# HTTP ######################################################################
+
+def reply(data, status=200, headers=None):
+    return bottle.HTTPResponse(json.dumps(data), status,
+                               {'Content-Type': 'application/json', **(headers or {})})
+
+
+def read_json():
+    """The request's JSON object body, or 400."""
+    content_type = bottle.request.content_type.split(';')[0].strip().lower()
+    if content_type != 'application/json':
+        raise plain_error(400, 'The request body must be JSON (Content-Type: application/json).')
+    raw = bottle.request.body.read()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise plain_error(400, 'The request body is not valid JSON.') from None
+    if not isinstance(data, dict):
+        raise plain_error(400, 'The request body must be a JSON object.')
+    return data
+
+
+def base_url():
+    parts = bottle.request.urlparts
+    return f'{parts.scheme}://{parts.netloc}'
+
+
+class Pipeline:
+    """Bottle plugin: record, inject failures, authenticate, rate-limit, answer JSON."""
+
+    name = 'printify-pipeline'
+    api = 2
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def apply(self, callback, route):
+        def wrapper(*args, **kwargs):
+            if not bottle.request.path.startswith('/_fake/'):
+                return self.handle(callback, args, kwargs)
+            try:
+                return callback(*args, **kwargs)
+            except ApiError as exc:
+                return reply(exc.body, exc.status)
+        return wrapper
+
+    def handle(self, callback, args, kwargs):
+        fake, request = self.fake, bottle.request
+        entry = record(request)
+        fake.requests.append(entry)
+        fake.counts['total_requests'] += 1
+        headers = {}
+        try:
+            headers = self.gate(request)
+            response = reply(callback(*args, **kwargs), headers=headers)
+        except ApiError as exc:
+            response = reply(exc.body, exc.status, {**headers, **exc.headers})
+        except Exception:  # a bug in the fake: show it in the fake's log
+            traceback.print_exc(file=sys.stderr)
+            response = reply({'status': 'error', 'code': 500, 'message': 'Fake crashed.'}, 500)
+        entry['status'] = response.status_code
+        entry['dropped'] = bool(request.environ.get('fake.drop'))
+        if response.status_code >= 400:
+            fake.counts['errors'] += 1
+        return response
+
+    def gate(self, request):
+        """Everything before the handler; returns the rate-limit headers."""
+        fake, path = self.fake, request.path
+        check_auth(request, fake.scenario['token'])
+        headers = fake.take_slot(path) if path.startswith('/v1/') else {}
+        delay = fake.delay_for(path)
+        if delay:
+            gevent.sleep(delay)
+        rule = fake.injected_failure(request.method, path)
+        if rule:
+            raise injected(rule, request)
+        if request.method in ('POST', 'PUT'):
+            request.environ['fake.json'] = read_json()
+        return headers
+
+
+def injected(rule, request):
+    status = int(rule.get('status', 500))
+    if status == 0:
+        request.environ['fake.drop'] = True
+        return ApiError(500, {})
+    headers = {'Retry-After': str(rule['retry_after'])} if 'retry_after' in rule else {}
+    return ApiError(status, {'status': 'error', 'code': status,
+                             'message': rule.get('message', 'Injected failure.')}, headers)
+
+
+def check_auth(request, token):
+    if request.headers.get('Authorization', '') != f'Bearer {token}':
+        raise plain_error(401, 'Unauthenticated.')
+    agent = request.headers.get('User-Agent', '').strip()
+    if not agent or agent.lower().startswith(LIBRARY_AGENTS):
+        raise ApiError(400, {'status': 'error', 'code': 400,
+                             'message': 'A User-Agent naming your application is required.',
+                             'errors': {'reason': f'User-Agent {agent!r} is missing or a '
+                                                  'default library value.', 'code': 400}})
+
+
+def record(request):
+    raw = request.body.read() if request.method in ('POST', 'PUT', 'PATCH') else b''
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    return {'method': request.method, 'path': request.path, 'query': dict(request.query),
+            'json': body, 'headers': dict(request.headers), 'time': time.time()}
+
+
+def body():
+    return bottle.request.environ['fake.json']
+
+
+def droppable(app):
+    """Wrap a WSGI app so a handler can close the connection without any answer.
+
+    A handler sets ``environ['fake.drop']``; raising ECONNRESET here (outside
+    Bottle, which would turn it into a 500) makes gevent.pywsgi close the socket
+    silently before the first byte of the response is written.
+    """
+    def wsgi(environ, start_response):
+        result = app(environ, start_response)
+        if environ.get('fake.drop'):
+            raise ConnectionResetError(errno.ECONNRESET, 'fake dropped the connection')
+        return result
+    wsgi.bottle = app
+    return wsgi
+
+
+# Routes ####################################################################
+
+def create_app():
+    """A fresh WSGI app serving one fake Printify account (see the module docstring)."""
+    fake = PrintifyFake()
+    app = bottle.Bottle()
+    app.install(Pipeline(fake))
+    control_routes(app, fake)
+    catalog_routes(app, fake)
+    upload_routes(app, fake)
+    product_routes(app, fake)
+
+    @app.route('/<path:path>', method='ANY')
+    def unknown(path):
+        raise plain_error(404, 'Not found.')
+
+    return droppable(app)
+
+
+def control_routes(app, fake):
+    @app.post('/_fake/config')
+    def config():
+        fake.configure(bottle.request.json or {})
+        return reply(fake.scenario)
+
+    @app.get('/_fake/requests')
+    def recorded():
+        return reply(fake.requests)
+
+    @app.post('/_fake/reset')
+    def reset():
+        fake.reset()
+        return reply({})
+
+    @app.get('/_fake/state')
+    def state():
+        return reply(fake.state())
+
+    @app.get('/_fake/uploads/<upload_id>')
+    def blob(upload_id):
+        if upload_id not in fake.blobs:
+            return reply({'error': 'no such upload'}, 404)
+        mime = fake.uploads[upload_id]['mime_type']
+        return bottle.HTTPResponse(fake.blobs[upload_id], 200, {'Content-Type': mime})
+
+
+def catalog_routes(app, fake):
+    @app.get('/v1/shops.json')
+    def shops():
+        return [{k: shop.get(k) for k in ('id', 'title', 'sales_channel')}
+                for shop in fake.scenario['shops']]
+
+    @app.delete('/v1/shops/<shop_id:int>/connection.json')
+    def disconnect(shop_id):
+        fake.shop(shop_id)['sales_channel'] = None
+        return {}
+
+    @app.get('/v1/catalog/blueprints.json')
+    def blueprints():
+        return [entry['info'] for entry in fake.catalog.values()]
+
+    @app.get('/v1/catalog/blueprints/<bp:int>.json')
+    def blueprint(bp):
+        return fake.blueprint(bp)['info']
+
+    @app.get('/v1/catalog/blueprints/<bp:int>/print_providers.json')
+    def providers(bp):
+        return [PROVIDERS[pp] for pp in fake.blueprint(bp)['providers']]
+
+    @app.get('/v1/catalog/blueprints/<bp:int>/print_providers/<pp:int>/variants.json')
+    def variants(bp, pp):
+        provider = fake.provider(bp, pp)
+        return {'id': pp, 'title': PROVIDERS[pp]['title'],
+                'variants': copy.deepcopy(provider['variants'])}
+
+    @app.get('/v1/catalog/blueprints/<bp:int>/print_providers/<pp:int>/shipping.json')
+    def shipping(bp, pp):
+        return shipping_profile(fake.provider(bp, pp))
+
+    @app.get('/v1/catalog/print_providers.json')
+    def all_providers():
+        return list(PROVIDERS.values())
+
+
+def upload_routes(app, fake):
+    @app.post('/v1/uploads/images.json')
+    def upload():
+        return fake.upload(body(), base_url())
+
+    @app.get('/v1/uploads.json')
+    def uploads():
+        items = list(fake.uploads.values())
+        return {'current_page': 1, 'data': items, 'last_page': 1, 'per_page': 100,
+                'total': len(items)}
+
+    @app.get('/v1/uploads/<upload_id>.json')
+    def one_upload(upload_id):
+        if upload_id not in fake.uploads:
+            raise plain_error(404, 'Upload not found.')
+        return fake.uploads[upload_id]
+
+    @app.post('/v1/uploads/<upload_id>/archive.json')
+    def archive(upload_id):
+        one_upload(upload_id)
+        return {}
+
+
+def product_routes(app, fake):
+    base = '/v1/shops/<shop_id:int>/products'
+
+    @app.post(base + '.json')
+    def create(shop_id):
+        product = fake.create_product(shop_id, body())
+        if fake.take_crash():
+            bottle.request.environ['fake.drop'] = True
+        return product
+
+    @app.get(base + '.json')
+    def listing(shop_id):
+        return fake.list_products(shop_id, bottle.request.query)
+
+    @app.get(base + '/<pid>.json')
+    def get(shop_id, pid):
+        return fake.product(shop_id, pid)
+
+    @app.put(base + '/<pid>.json')
+    def update(shop_id, pid):
+        return fake.update_product(shop_id, pid, body())
+
+    @app.delete(base + '/<pid>.json')
+    def delete(shop_id, pid):
+        return fake.delete_product(shop_id, pid)
+
+    @app.post(base + '/<pid>/publish.json')
+    def publish(shop_id, pid):
+        return fake.publish(shop_id, pid, body())
+
+    @app.post(base + '/<pid>/publishing_succeeded.json')
+    def succeeded(shop_id, pid):
+        return fake.publishing_succeeded(shop_id, pid, body())
+
+    @app.post(base + '/<pid>/publishing_failed.json')
+    def failed(shop_id, pid):
+        return fake.publishing_failed(shop_id, pid, body())
+
+    @app.post(base + '/<pid>/unpublish.json')
+    def unpublish(shop_id, pid):
+        return fake.unpublish(shop_id, pid)
