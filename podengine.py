@@ -117,6 +117,18 @@ def parse_float(low, high):
     return parse
 
 
+def parse_rate(text):
+    """``COUNT/SECONDS``, e.g. 600/60: at most COUNT requests in any SECONDS."""
+    count, _, seconds = text.partition('/')
+    try:
+        rate = (int(count), float(seconds))
+    except ValueError:
+        raise ValueError(f'expected COUNT/SECONDS such as 600/60, got {text!r}') from None
+    if rate[0] < 1 or rate[1] <= 0:
+        raise ValueError(f'expected a positive COUNT/SECONDS, got {text!r}')
+    return rate
+
+
 def parse_bool(text):
     lowered = text.strip().lower()
     if lowered in ('1', 'true', 'yes', 'on'):
@@ -188,12 +200,12 @@ SETTINGS = (
             'Printify shop (default: the only shop the token sees).'),
     Setting('PRINTIFY_API_URL', 'https://api.printify.com', parse_text,
             'Printify API base URL.'),
-    Setting('PRINTIFY_RATE_PER_MIN', '600', parse_int(1, 100_000),
-            'Printify requests per minute (all endpoints).'),
-    Setting('PRINTIFY_CATALOG_RATE_PER_MIN', '100', parse_int(1, 100_000),
-            'Printify catalogue requests per minute.'),
-    Setting('PRINTIFY_PUBLISHES_PER_30_MIN', '200', parse_int(1, 100_000),
-            'Printify publishes per 30 minutes.'),
+    Setting('PRINTIFY_RATE_LIMIT', '600/60', parse_rate,
+            'Printify requests per seconds, all endpoints (COUNT/SECONDS).'),
+    Setting('PRINTIFY_CATALOG_RATE_LIMIT', '100/60', parse_rate,
+            'Printify catalogue requests per seconds.'),
+    Setting('PRINTIFY_PUBLISH_RATE_LIMIT', '200/1800', parse_rate,
+            'Printify publishes per seconds.'),
     Setting('PRINTIFY_PUBLISH_WAIT_MS', '60000', parse_int(0, DAY_MS),
             'How long to follow a Printify publish until its store link appears.'),
     Setting('SHOPIFY_STORE_URL', '', parse_text,

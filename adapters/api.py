@@ -28,30 +28,37 @@ class RateLimiter:
 
     def __init__(self, limit, period):
         self.limit = limit
-        self.period = period
+        # The platform counts a request when it arrives, later than we send it
+        # and not always by the same delay: a slightly longer window keeps a
+        # request that left early and arrived late from pushing one over.
+        self.period = period * 1.05 + 0.05
         self._times = collections.deque()
+        self._blocked_until = 0.0
         self._lock = gevent.lock.Semaphore()
 
     def acquire(self):
         """Wait until one more request fits in the window; returns the wait."""
         waited = 0.0
         with self._lock:  # one waiter at a time keeps the order fair
-            while True:
-                now = time.monotonic()
-                while self._times and now - self._times[0] >= self.period:
-                    self._times.popleft()
-                if len(self._times) < self.limit:
-                    self._times.append(now)
-                    return waited
-                pause = self.period - (now - self._times[0]) + 0.001
+            while (pause := self._pause()) > 0:
                 waited += pause
                 gevent.sleep(pause)
+            self._times.append(time.monotonic())
+        return waited
+
+    def _pause(self):
+        now = time.monotonic()
+        while self._times and now - self._times[0] >= self.period:
+            self._times.popleft()
+        if now < self._blocked_until:
+            return self._blocked_until - now
+        if len(self._times) < self.limit:
+            return 0.0
+        return self.period - (now - self._times[0]) + 0.001
 
     def penalise(self, seconds):
-        """After a 429: treat the window as full for ``seconds``."""
-        until = time.monotonic() + seconds - self.period
-        with self._lock:
-            self._times.extend([until] * max(0, self.limit - len(self._times)))
+        """After a 429: take nothing more for ``seconds``."""
+        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
 
 
 class ApiClient:

@@ -40,9 +40,9 @@ class PrintifyClient(ApiClient):
         super().__init__(settings.printify_api_url.rstrip('/') + '/v1', http)
         self._token = settings.printify_api_token
         self.limits = {
-            'all': RateLimiter(settings.printify_rate_per_min, 60),
-            'catalog': RateLimiter(settings.printify_catalog_rate_per_min, 60),
-            'publish': RateLimiter(settings.printify_publishes_per_30_min, 1800),
+            'all': RateLimiter(*settings.printify_rate_limit),
+            'catalog': RateLimiter(*settings.printify_catalog_rate_limit),
+            'publish': RateLimiter(*settings.printify_publish_rate_limit),
         }
 
     def headers(self):

@@ -32,7 +32,7 @@ from adapters.base import AdapterError, ConfigError, Publisher
 
 log = logging.getLogger('podengine.shopify')
 
-PUBLICATIONS = 'query Publications { publications(first: 50) { nodes { id name catalog { title } } } }'
+PUBLICATIONS = 'query Publications { publications(first: 10) { nodes { id name catalog { title } } } }'
 SHOP = 'query Shop { shop { name } }'
 STAGED_UPLOAD = '''mutation StagedUpload($input: [StagedUploadInput!]!) {
   stagedUploadsCreate(input: $input) {
@@ -53,6 +53,7 @@ PUBLISH = '''mutation Publish($id: ID!, $input: [PublicationInput!]!) {
   }
 }'''
 MUTATION_COST = 10
+DISPLAY_PX = 2048
 
 
 class ShopifyClient(ApiClient):
@@ -90,7 +91,8 @@ class ShopifyClient(ApiClient):
             errors = body.get('errors') or []
             if any(error_code(e) == 'THROTTLED' for e in errors):
                 self.throttled += 1
-                gevent.sleep(self._refill_time(cost) or 1.0)
+                cost = requested_cost(body) or cost  # Shopify says what it will charge
+                gevent.sleep(max(self._refill_time(cost), 0.5))
                 continue
             if errors:
                 raise AdapterError(f'shopify: {"; ".join(error_text(e) for e in errors)}',
@@ -122,6 +124,10 @@ class ShopifyClient(ApiClient):
         wait = self._refill_time(cost)
         if wait > 0:
             gevent.sleep(wait)
+
+
+def requested_cost(body):
+    return ((body.get('extensions') or {}).get('cost') or {}).get('requestedQueryCost')
 
 
 def error_code(error):
@@ -168,6 +174,13 @@ class ShopifyPublisher(Publisher):
             return bool(self.client.graphql(SHOP, cost=1).get('shop'))
         except AdapterError:
             return False
+
+    def print_area(self, product_type, ctx):
+        """A display copy, not the print file: Shopify refuses images over
+        4472 px a side or 20 MP, and storefronts show at most ~2048 px."""
+        width, height = product_type.print_width, product_type.print_height
+        scale = min(1.0, DISPLAY_PX / max(width, height))
+        return round(width * scale), round(height * scale)
 
     def publish(self, artwork, product_type, brief, ctx, auto_publish=True):
         synced = self.synced_by_printify(artwork, product_type, ctx)
@@ -250,7 +263,7 @@ class ShopifyPublisher(Publisher):
 
     def online_store(self, ctx):
         if self._publication is None:
-            nodes = self.client.graphql(PUBLICATIONS, cost=5).get('publications', {})
+            nodes = self.client.graphql(PUBLICATIONS, cost=12).get('publications', {})
             for node in nodes.get('nodes', []):
                 title = (node.get('catalog') or {}).get('title') or node.get('name')
                 if title == 'Online Store':

@@ -24,6 +24,8 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
     rate_global_per_min      600   every /v1/ request, 60 s sliding window
     rate_catalog_per_min     100   /v1/catalog/*, 60 s window
     rate_publish_per_30min   200   .../publish.json, 1800 s window
+    rate_window_scale        1.0   multiplies every window (0.05: 600 per 3 s)
+    front_size               None  [w, h] for every front placeholder
     retry_after_header       True  send Retry-After (seconds) with 429s
     publish_lock_seconds     0.3   how long is_locked stays true after publish
     publish_outcome          "succeeded" | "failed" (lock clears, no external)
@@ -73,6 +75,8 @@ DEFAULT_SCENARIO = {
     'rate_global_per_min': 600,
     'rate_catalog_per_min': 100,
     'rate_publish_per_30min': 200,
+    'rate_window_scale': 1.0,
+    'front_size': None,
     'retry_after_header': True,
     'publish_lock_seconds': 0.3,
     'publish_outcome': 'succeeded',
@@ -356,11 +360,12 @@ class PrintifyFake:
 
     def groups(self, path):
         """[(group, limit, window seconds)] that a request to ``path`` counts in."""
-        groups = [('global', self.scenario['rate_global_per_min'], 60)]
+        scale = float(self.scenario['rate_window_scale'])
+        groups = [('global', self.scenario['rate_global_per_min'], 60 * scale)]
         if path.startswith('/v1/catalog/'):
-            groups.append(('catalog', self.scenario['rate_catalog_per_min'], 60))
+            groups.append(('catalog', self.scenario['rate_catalog_per_min'], 60 * scale))
         elif path.endswith('/publish.json'):
-            groups.append(('publish', self.scenario['rate_publish_per_30min'], 1800))
+            groups.append(('publish', self.scenario['rate_publish_per_30min'], 1800 * scale))
         return groups
 
     def take_slot(self, path):
@@ -999,8 +1004,12 @@ def catalog_routes(app, fake):
     @app.get('/v1/catalog/blueprints/<bp:int>/print_providers/<pp:int>/variants.json')
     def variants(bp, pp):
         provider = fake.provider(bp, pp)
-        return {'id': pp, 'title': PROVIDERS[pp]['title'],
-                'variants': copy.deepcopy(provider['variants'])}
+        listing = copy.deepcopy(provider['variants'])
+        if fake.scenario['front_size']:  # a smaller print area keeps big tests quick
+            width, height = fake.scenario['front_size']
+            for variant in listing:
+                variant['placeholders'][0].update(width=width, height=height)
+        return {'id': pp, 'title': PROVIDERS[pp]['title'], 'variants': listing}
 
     @app.get('/v1/catalog/blueprints/<bp:int>/print_providers/<pp:int>/shipping.json')
     def shipping(bp, pp):

@@ -125,3 +125,31 @@ class DownImageBackend(LocalImageBackend):
 
 PUBLISHERS = {'switch': SwitchPublisher}
 IMAGE_BACKENDS = {'traced': TracedImageBackend, 'down': DownImageBackend}
+
+
+class TinyImageBackend(LocalImageBackend):
+    """Quick flat designs (size from control/tiny.json, default 1200x1440),
+    for tests that make many designs and care about what happens after."""
+
+    name = 'tiny'
+
+    def generate(self, spec, ctx):
+        from PIL import Image, ImageDraw
+        from adapters.base import ImageFile
+        width, height = control(ctx.data_dir, 'tiny', {}).get('size', [1200, 1440])
+        ctx.job_dir.mkdir(parents=True, exist_ok=True)
+        files = []
+        for index in range(spec.count):
+            seed = spec.seed + index
+            image = Image.new('RGBA', (width, height), (0, 0, 0, 0))
+            ImageDraw.Draw(image).ellipse((100, 100, width - 100, height - 100),
+                                          fill=(seed % 256, 90, 200, 255))
+            path = ctx.job_dir / f'{spec.filename_prefix}_{index}.png'
+            image.save(path, dpi=(300, 300))
+            files.append(ImageFile(path=str(path.relative_to(ctx.data_dir)), width=width,
+                                   height=height, seed=seed, prompt=spec.prompt,
+                                   backend=self.name))
+        return files
+
+
+IMAGE_BACKENDS['tiny'] = TinyImageBackend
