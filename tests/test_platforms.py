@@ -218,3 +218,20 @@ def test_tokens_never_leave_the_engine(engines, fakes):
     for text in seen:
         assert PRINTIFY_TOKEN not in text and SHOPIFY_TOKEN not in text
     assert '401' in bad['error'] or 'Unauthenticated' in bad['error']
+
+
+def test_with_a_public_url_printify_fetches_the_design_itself(engines, fakes):
+    import socket
+    with socket.socket() as probe:  # a free port, so PUBLIC_URL can name it up front
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    printify = fakes.start('printify')
+    engine = platform_engine(engines, printify, PORT=port,
+                             PUBLIC_URL=f'http://127.0.0.1:{port}')
+    job = engine.wait_for(generate(engine, autoPublish=False), 'completed', timeout=60)
+    [upload] = [r['json'] for r in printify.requests('/v1/uploads/images.json')]
+    assert upload['url'].startswith(f'http://127.0.0.1:{port}/files/designs/')
+    assert 'contents' not in upload
+    assert state(printify)['publishes'] == 0
+    [product] = by_platform(job, 'printify')
+    assert product['published'] is False and 'storeUrl' not in product
