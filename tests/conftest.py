@@ -172,7 +172,8 @@ def fakes(tmp_path):
     from fakes import FakeService
 
     class Fakes:
-        started = []
+        def __init__(self):
+            self.started = []
 
         def start(self, name, **scenario):
             fake = FakeService(name, tmp_path / f'fake-{name}-{len(self.started)}.log',

@@ -51,6 +51,7 @@ class FakeService:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.02)
+        self.log_file.close()
         raise AssertionError(f'fake {self.name} did not start:\n{self.log()}')
 
     def log(self):
@@ -68,6 +69,8 @@ class FakeService:
         requests.post(f'{self.url}/_fake/reset', timeout=5).raise_for_status()
 
     def stop(self):
+        if self.log_file.closed:
+            return
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -81,3 +84,4 @@ class FakeService:
     def kill9(self):
         self.proc.kill()
         self.proc.wait(5)
+        self.log_file.close()
