@@ -61,6 +61,8 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from adapters import comfyui
+from adapters.blocklist import Blocklist
+from adapters.templates import copy_for
 from adapters.base import (AdapterError, Artwork, ConfigError, DesignBrief, ImageFile,
                            ImageSpec, PodEngineError, ProductType)
 
@@ -194,6 +196,25 @@ SETTINGS = (
     Setting('ENABLED_PLATFORMS', '', parse_list,
             'Publishing platforms, comma-separated: local, printify, shopify (default: '
             'those with credentials set, else local).'),
+    Setting('PROMPT_WRITER', '', parse_text,
+            'Who writes prompts and copy: template or llm (default: llm when an LLM is '
+            'configured, else template).'),
+    Setting('LLM_BASE_URL', '', parse_text,
+            'OpenAI-compatible API base, e.g. https://api.openai.com/v1 or '
+            'http://localhost:11434/v1 (Ollama).'),
+    Setting('LLM_API_KEY', '', parse_text, 'Key for LLM_BASE_URL (Ollama needs none).',
+            secret=True),
+    Setting('LLM_MODEL', 'gpt-4o-mini', parse_text, 'Model at LLM_BASE_URL.'),
+    Setting('ANTHROPIC_API_KEY', '', parse_text, 'Anthropic API key (used without '
+            'LLM_BASE_URL).', secret=True),
+    Setting('ANTHROPIC_MODEL', 'claude-sonnet-4-5', parse_text, 'Anthropic model.'),
+    Setting('ANTHROPIC_API_URL', 'https://api.anthropic.com', parse_text,
+            'Anthropic API base URL.'),
+    Setting('LLM_TIMEOUT_MS', '60000', parse_int(1000, 3_600_000),
+            'Longest wait for one LLM answer.'),
+    Setting('BLOCKED_TERMS_FILE', '', parse_text,
+            'Terms (trademarks, brands) refused in prompts, titles and tags, one per line '
+            '(default: the shipped list).'),
     Setting('PRINTIFY_API_TOKEN', '', parse_text, 'Printify personal access token.',
             secret=True),
     Setting('PRINTIFY_SHOP_ID', '', parse_text,
@@ -966,6 +987,7 @@ class Engine:
         self.http.headers['User-Agent'] = f'pod-engine/{__version__}'
         self.plugins = load_plugins(settings.custom_handlers)
         self.product_types = load_product_types(settings.product_types_file)
+        self.blocklist = Blocklist.load(settings.blocked_terms_file)
         self.handlers = {**BUILTIN_HANDLERS, **self.plugins.handlers}
         build = adapters or build_adapters
         self.image_backend, self.prompt_writer, self.publishers = build(
@@ -1270,14 +1292,15 @@ class Engine:
 
     def probe_services(self):
         """Ask each backend whether it is up, all at once, with a time limit."""
-        adapters = {self.image_backend, *self.publishers}
+        adapters = {self.image_backend, self.prompt_writer, *self.publishers}
         probes = {adapter: gevent.spawn(adapter.health) for adapter in adapters}
         gevent.joinall(probes.values(), timeout=5)
         status = {name: False for name in ('comfyui', 'printify', 'shopify')}
         for adapter, probe in probes.items():
             up = probe.successful() and bool(probe.value)
             probe.kill(block=False)
-            status[adapter.name] = status.get(adapter.name, False) or up
+            if adapter is not self.prompt_writer or adapter.name != 'template':
+                status[adapter.name] = status.get(adapter.name, False) or up
         self.image_up = probes[self.image_backend].successful() and bool(
             probes[self.image_backend].value)
         self.services = status
@@ -1356,6 +1379,7 @@ def load_plugins(module_names):
 
 def adapter_registry(plugins):
     from adapters.local import LocalImageBackend, LocalPublisher
+    from adapters.llm import LlmWriter
     from adapters.templates import TemplateWriter
     from adapters.printify import PrintifyPublisher
     from adapters.shopify import ShopifyPublisher
@@ -1363,7 +1387,7 @@ def adapter_registry(plugins):
              **plugins.image_backends},
             {'local': LocalPublisher, 'printify': PrintifyPublisher,
              'shopify': ShopifyPublisher, **plugins.publishers},
-            {'template': TemplateWriter, **plugins.prompt_writers})
+            {'template': TemplateWriter, 'llm': LlmWriter, **plugins.prompt_writers})
 
 
 def build_adapters(settings, http, plugins):
@@ -1376,7 +1400,9 @@ def build_adapters(settings, http, plugins):
     # Shopify product that the Shopify publisher then reports.
     ordered = sorted(dict.fromkeys(platform_names), key=lambda name: name == 'shopify')
     publisher_classes = [pick(publishers, name, 'ENABLED_PLATFORMS') for name in ordered]
-    writer = writers['template'](settings, http)
+    writer_name = settings.prompt_writer or (
+        'llm' if settings.llm_base_url or settings.anthropic_api_key else 'template')
+    writer = pick(writers, writer_name, 'PROMPT_WRITER')(settings, http)
     return (image_cls(settings, http), writer,
             [cls(settings, http) for cls in publisher_classes])
 
@@ -1421,8 +1447,10 @@ def run_attempt(ctx):
 
 def run_generate(request, ctx):
     """Briefs, then for each design: image, print-ready files, products."""
-    briefs = write_briefs(request, ctx)
+    # Without a seed each job gets its own, so two jobs on one theme differ;
+    # with one, the whole job (briefs and images) can be made again.
     seed = ctx.checkpoint('seed', lambda: request.get('seed', random.randrange(2**31)))
+    briefs = write_briefs({**request, 'seed': seed}, ctx)
     per_design = 1 + len(request['productTypes']) * len(ctx.publishers)
     run = Run(ctx, len(briefs) * per_design, designs=[brief.to_dict() for brief in briefs],
               imageBackend=ctx.image_backend.name)
@@ -1519,7 +1547,8 @@ def publish_design(run, image, index, brief, request):
                                      ctx, entry)
                 product = ctx.checkpoint(
                     f'product:{publisher.name}:{index}:{type_key}',
-                    lambda: publisher.publish(artwork, product_type, brief, run.step_context(),
+                    lambda: publisher.publish(artwork, product_type, copy_for(brief, type_key),
+                                              run.step_context(),
                                               auto_publish=request.get('autoPublish', True)))
                 run.result['products'].append(product)
                 ctx.log(f'Created {type_key} on {publisher.name}: {product["productId"]}',
@@ -1940,8 +1969,22 @@ def validate_request(engine, job_type, request):
 
 def created(engine, job_type, request, options):
     priority, retries = validate_options(options, engine.settings.max_job_retries)
+    screen(request, engine.blocklist)
     job = engine.submit(job_type, request, priority, retries)
     return json_response({'jobId': job['id'], 'job': public_job(job)}, 201)
+
+
+def screen(request, blocklist):
+    """Refuse a request whose own words use a blocked term (a trademark)."""
+    parts = [('', request)] + [(f'items[{index}].', item)
+                               for index, item in enumerate(request.get('items', []))]
+    for where, part in parts:
+        for key in ('prompt', 'theme', 'style', 'niche', 'title', 'tags'):
+            term = blocklist.find(part.get(key))
+            if term:
+                raise ValidationError(f'{where}{key} uses the blocked term {term!r}: '
+                                      f'trademarks and brand names are refused '
+                                      f'(BLOCKED_TERMS_FILE)')
 
 
 def parse_max_age(value):

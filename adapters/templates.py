@@ -20,11 +20,12 @@ import random
 import re
 import unicodedata
 from collections import namedtuple
+import dataclasses
 from dataclasses import dataclass
 
 from .base import DesignBrief, PromptWriter
 
-__all__ = ['TemplateWriter', 'clean_tags', 'clip_title']
+__all__ = ['TemplateWriter', 'clean_tags', 'clip_title', 'copy_for']
 
 
 ###############################################################################
@@ -841,3 +842,41 @@ class TemplateWriter(PromptWriter):
             ctx.log(f'Template writer: {count} brief(s) from {source}', 'INFO')
         build = _direct_briefs if inputs.prompt else _composed_briefs
         return build(inputs, count, rng)
+
+
+###############################################################################
+# One design, several products ################################################
+###############################################################################
+
+GARMENT_RE = re.compile(r'\b(t-shirts?|tees?|hoodies?|sweatshirts?|shirts?)\b',
+                        re.IGNORECASE)
+
+
+def copy_for(brief, type_key):
+    """``brief`` with its product words changed to ``type_key``'s.
+
+    A brief is written once per design, for the request's first product
+    type; the hoodie made from the same design must not be sold as a tee.
+    """
+    target = PRODUCTS.get(PRODUCT_ALIASES.get(type_key, type_key), GENERIC_PRODUCT)
+    if GARMENT_RE.search(brief.title) and not any(
+            word.lower() in brief.title.lower() for word in target.title_words):
+        brief = dataclasses.replace(brief, title=GARMENT_RE.sub(target.title_words[0],
+                                                                brief.title))
+    return dataclasses.replace(
+        brief, description=_reword(brief.description, target),
+        description_html=_reword(brief.description_html, target),
+        tags=clean_tags([_reword(tag, target) for tag in brief.tags]))
+
+
+def _reword(text, target):
+    for product in (*PRODUCTS.values(), GENERIC_PRODUCT):
+        if product is not target:
+            text = text.replace(product.feature, target.feature)
+            text = text.replace(product.feel, target.feel)
+    return GARMENT_RE.sub(lambda m: _noun(m.group(0), target), text)
+
+
+def _noun(word, target):
+    noun = target.short if word.lower().startswith('tee') and target.short else target.kind
+    return noun.capitalize() if word[0].isupper() else noun
