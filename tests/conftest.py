@@ -132,10 +132,12 @@ class Engines:
         self.tmp_path = tmp_path
         self.started = []
         self.allow_tracebacks = False
+        self.defaults = {}  # settings every engine of the test starts with
 
     def start(self, data_dir=None, expect_ready=True, **env):
         data_dir = Path(data_dir or self.tmp_path / f'data{len(self.started)}')
         log_path = self.tmp_path / f'engine{len(self.started)}.log'
+        env = {**self.defaults, **env}
         engine = EngineProcess(data_dir, log_path, {k: str(v) for k, v in env.items()})
         self.started.append(engine)
         return engine.start(expect_ready=expect_ready)

@@ -11,6 +11,15 @@ THEMED = {'theme': 'ocean', 'style': 'retro', 'niche': 'surfers', 'productTypes'
           'count': 3}
 
 
+@pytest.fixture(autouse=True)
+def small_print_areas(engines):
+    """Tiny designs printed at their own size: these tests are about words."""
+    types = engines.tmp_path / 'types.json'
+    small = {'print_width': 1200, 'print_height': 1440}
+    types.write_text(json.dumps({'tshirt': small, 'hoodie': small}))
+    engines.defaults = {'PRODUCT_TYPES_FILE': types}
+
+
 def llm_engine(engines, fake, **env):
     if fake.name == 'openai':
         llm = {'LLM_BASE_URL': fake.url + '/v1', 'LLM_API_KEY': OPENAI_KEY,
