@@ -30,8 +30,10 @@ if __name__ == '__main__':
 import collections
 import fcntl
 import hashlib
+import hmac
 import importlib
 import io
+import ipaddress
 import itertools
 import json
 import logging
@@ -45,7 +47,7 @@ import string
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import bottle
 import gevent
@@ -155,11 +157,30 @@ def parse_text(text):
     return text.strip()
 
 
+def parse_choice(*choices):
+    def parse(text):
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f'expected one of {", ".join(choices)}, got {text!r}')
+        return value
+    return parse
+
+
 DAY_MS = 86_400_000
 
 SETTINGS = (
-    Setting('HOST', '127.0.0.1', parse_text, 'Address the API binds to.'),
+    Setting('HOST', '127.0.0.1', parse_text,
+            'Address the API binds to. Any other than loopback needs POD_API_KEY.'),
     Setting('PORT', '3000', parse_int(0, 65535), 'API port (0 picks a free one).'),
+    Setting('POD_API_KEY', '', parse_text,
+            'When set, /api/*, /metrics and WebSockets require it (Authorization: Bearer '
+            '<key> or X-API-Key; WebSockets may pass it as auth or ?key=).', secret=True),
+    Setting('ALLOW_UNAUTHENTICATED', 'false', parse_bool,
+            'Allow a non-loopback HOST without POD_API_KEY (anyone who can reach the port '
+            'can then create products).'),
+    Setting('CORS_ORIGINS', '', parse_list,
+            'Browser origins allowed to call the API and Socket.IO, comma-separated '
+            '(default: none).'),
     Setting('PUBLIC_URL', '', parse_text,
             'Base URL users reach the engine at (default: http://HOST:PORT).'),
     Setting('DATA_DIR', './data', parse_text,
@@ -254,11 +275,14 @@ SETTINGS = (
             'Log lines kept per job (the newest).'),
     Setting('MAX_BODY_BYTES', '1048576', parse_int(1024, 100 * 2**20),
             'Largest request body accepted.'),
-    Setting('SHUTDOWN_TIMEOUT_MS', '30000', parse_int(0, 3_600_000),
-            'How long a stop waits for running jobs before interrupting them.'),
+    Setting('SHUTDOWN_GRACE_MS', '30000', parse_int(0, 3_600_000),
+            'How long a stop lets running jobs finish before interrupting them.'),
     Setting('ENABLE_MONITORING', 'true', parse_bool,
             'Broadcast metrics and probe backends on a schedule.'),
     Setting('LOG_LEVEL', 'INFO', parse_log_level, 'DEBUG, INFO, WARNING or ERROR.'),
+    Setting('LOG_FORMAT', 'text', parse_choice('text', 'json'),
+            'text, or json: one JSON object per line with time, level, logger, message '
+            'and jobId.'),
 )
 
 
@@ -711,7 +735,7 @@ class JournalStore(JobStore):
         self._compact()  # also drops a torn last line for good
         if torn:
             log.warning('ignored a torn last line in %s (a crash mid-write)', self.journal_path)
-        self._journal = open(self.journal_path, 'ab')
+        self._journal = open(self.journal_path, 'ab', buffering=0)
         self._writer = gevent.spawn(self._write_loop)
         return list(jobs.values()), meta
 
@@ -776,7 +800,7 @@ class JournalStore(JobStore):
             self._wakeup.clear()
             self._write_batch()
             if self._since_compact >= self.compact_every:
-                self._compact()
+                self._compact_or_log()
 
     def _write_batch(self):
         lines, batch = self._lines, self._batch
@@ -793,9 +817,24 @@ class JournalStore(JobStore):
         batch.set(None)
 
     def _append_and_sync(self, data):
-        self._journal.write(data)
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        """Append whole lines or nothing: a write cut short (disk full) is
+        truncated away, so the journal never holds half a line mid-file."""
+        end = self._journal.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._journal.write(view):]
+            os.fsync(self._journal.fileno())
+        except OSError:
+            self._journal.truncate(end)
+            raise
+
+    def _compact_or_log(self):
+        try:
+            self._compact()
+        except OSError as exc:  # the journal still holds everything: try again later
+            log.error('could not write %s: %s', self.db.storage.path, exc)
+            self._since_compact = self.compact_every // 2
 
     def _snapshot_text(self):
         # Built from the JSON each job was saved as, so no job dict is
@@ -812,7 +851,7 @@ class JournalStore(JobStore):
         self.journal_path.write_bytes(b'')
         fsync_dir(self.dir)
         if self._journal is not None:
-            self._journal = open(self.journal_path, 'ab')
+            self._journal = open(self.journal_path, 'ab', buffering=0)
         self._since_compact = 0
 
     def close(self):
@@ -821,7 +860,7 @@ class JournalStore(JobStore):
         self._closing = True
         self._wakeup.set()
         self._writer.join()
-        self._compact()
+        self._compact_or_log()
         self._journal.close()
         self._writer = None
 
@@ -1071,10 +1110,21 @@ class Engine:
         self.counts[PENDING] += 1
         self.meta['totalJobs'] += 1
         self.add_log(job, f'Job {job["id"]} submitted', save=False)
-        self._save_durably(job, meta=True)
+        try:
+            self._save_durably(job, meta=True)
+        except Unavailable:
+            self._forget_unsaved(job)
+            raise
         self.events.emit(JOB_UPDATE, public_job(job, logs=False))
         self._enqueue(job)
         return job
+
+    def _forget_unsaved(self, job):
+        """A submit that could not be saved is refused (503): it must not run."""
+        self.jobs.pop(job['id'], None)
+        self.store.delete(job['id'])
+        self.counts[PENDING] -= 1
+        self.meta['totalJobs'] -= 1
 
     def _save_durably(self, job, meta=False):
         waits = [self.store.save(job)]
@@ -1172,7 +1222,8 @@ class Engine:
         entry = {'timestamp': now_ms(), 'message': message, 'type': level}
         job['logs'].append(entry)
         del job['logs'][:-self.settings.max_job_logs]
-        log.log(LOG_LEVELS.get(level, logging.INFO), '%s: %s', job['id'], message)
+        log.log(LOG_LEVELS.get(level, logging.INFO), '%s: %s', job['id'], message,
+                extra={'job_id': job['id']})
         self.events.emit(LOG, {'jobId': job['id'], **entry})
         if save:
             self.store.save(job)
@@ -1866,12 +1917,12 @@ def read_json(limit, required=True):
     return body
 
 
-def create_app(engine):
+def create_app(engine, gate=None):
     """The Bottle app with every route of the API."""
     app = bottle.Bottle()
     app.install(JsonApi())
     limit = engine.settings.max_body_bytes
-    add_status_routes(app, engine)
+    add_status_routes(app, engine, gate or Gate(engine.settings))
     add_job_routes(app, engine, limit)
     add_generate_routes(app, engine, limit)
     add_file_routes(app, engine)
@@ -1879,10 +1930,12 @@ def create_app(engine):
     return app
 
 
-def add_status_routes(app, engine):
+def add_status_routes(app, engine, gate):
     @app.get('/health')
     def health():
         report = engine.health()
+        if not gate.allows(bottle.request.environ):
+            report = {'status': report['status'], 'uptime': report['uptime']}
         return json_response(report, 503 if report['status'] == 'unhealthy' else 200)
 
     @app.get('/api/info')
@@ -2027,12 +2080,105 @@ def error_page(text):
 
 
 ###############################################################################
+# Access control ##############################################################
+###############################################################################
+
+class Gate:
+    """POD_API_KEY and CORS_ORIGINS, checked before any route runs.
+
+    With a key set, /api/*, /metrics and /ws answer 401 without it (the
+    Socket.IO connect handler checks its own), and /health tells strangers
+    only whether the engine is up.
+    """
+
+    def __init__(self, settings):
+        self.key = settings.pod_api_key.encode() if settings.pod_api_key else None
+        self.origins = set(settings.cors_origins)
+
+    def allows(self, environ, auth=None):
+        if self.key is None:
+            return True
+        offered = presented_key(environ, auth)
+        # compare_digest: how long a wrong key takes must not tell how wrong it is.
+        return offered is not None and hmac.compare_digest(offered.encode(), self.key)
+
+    def wrap(self, app):
+        """The WSGI app behind this gate."""
+        def gated(environ, start_response):
+            path = environ.get('PATH_INFO', '')
+            cors = [] if path.startswith('/socket.io') else self.cors_headers(environ)
+            if environ.get('REQUEST_METHOD') == 'OPTIONS' and cors:
+                start_response('204 No Content', cors)
+                return []
+            if is_guarded(path) and not self.allows(environ):
+                start_response('401 Unauthorized', [
+                    ('Content-Type', 'application/json'), ('WWW-Authenticate', 'Bearer'),
+                    *cors])
+                return [b'{"error": "Missing or wrong API key: send Authorization: '
+                        b'Bearer <key> or X-API-Key"}']
+            if not cors:
+                return app(environ, start_response)
+            return app(environ, lambda status, headers, exc_info=None: start_response(
+                status, headers + cors, exc_info))
+        return gated
+
+    def cors_headers(self, environ):
+        origin = environ.get('HTTP_ORIGIN')
+        if origin not in self.origins:
+            return []
+        return [('Access-Control-Allow-Origin', origin), ('Vary', 'Origin'),
+                ('Access-Control-Allow-Methods', 'GET, POST, OPTIONS'),
+                ('Access-Control-Allow-Headers', 'Authorization, Content-Type, X-API-Key')]
+
+
+def is_guarded(path):
+    return path.startswith('/api/') or path in ('/metrics', '/ws')
+
+
+def presented_key(environ, auth=None):
+    """The key a request offers: a header, or for WebSockets ``auth`` or ?key=."""
+    header = environ.get('HTTP_AUTHORIZATION', '')
+    if header[:7].lower() == 'bearer ':
+        return header[7:].strip()
+    if environ.get('HTTP_X_API_KEY'):
+        return environ['HTTP_X_API_KEY']
+    if isinstance(auth, dict) and isinstance(auth.get('key') or auth.get('token'), str):
+        return auth.get('key') or auth.get('token')
+    if environ.get('PATH_INFO', '') in ('/ws', '/socket.io/'):
+        query = parse_qs(environ.get('QUERY_STRING', ''))
+        for name in ('key', 'api_key'):
+            if query.get(name):
+                return query[name][0]
+    return None
+
+
+def check_binding(settings):
+    """Refuse to serve other machines without a key, unless told to."""
+    host = settings.host
+    try:
+        loopback = host == 'localhost' or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not settings.pod_api_key and not settings.allow_unauthenticated:
+        raise ConfigError(f'HOST={host} lets other machines reach the engine, and its tokens '
+                          f'can create real products: set POD_API_KEY, or '
+                          f'ALLOW_UNAUTHENTICATED=true to accept that risk')
+
+
+###############################################################################
 # WebSocket: Socket.IO and plain /ws ##########################################
 ###############################################################################
 
-def create_socketio(engine):
+def create_socketio(engine, gate):
     """A Socket.IO server that broadcasts every engine event to every client."""
-    sio = socketio.Server(async_mode='gevent', logger=False, engineio_logger=False)
+    sio = socketio.Server(async_mode='gevent', logger=False, engineio_logger=False,
+                          cors_allowed_origins=sorted(gate.origins) or None)
+
+    @sio.on('connect')
+    def connect(sid, environ, auth=None):
+        if not gate.allows(environ, auth):
+            raise socketio.exceptions.ConnectionRefusedError('Missing or wrong API key')
+
     engine.events.add_listener(lambda event, data: sio.emit(event, data))
     return sio
 
@@ -2084,6 +2230,12 @@ class PlainEventStream:
             reader.kill(block=False)
             ws.close()
 
+    def close_all(self):
+        """Tell every /ws client goodbye (at shutdown)."""
+        for client in list(self.clients):
+            client.queue.clear()
+            client.put_nowait(None)
+
     @staticmethod
     def _read_until_closed(ws, frames):
         try:
@@ -2096,15 +2248,20 @@ class PlainEventStream:
 
 
 def create_wsgi(engine):
-    """The whole WSGI app: /ws, Socket.IO on /socket.io, the API for the rest."""
+    """The whole WSGI app: /ws, Socket.IO on /socket.io, the API for the rest,
+    all behind the gate. Returns it with the two event streams (to close them)."""
+    gate = Gate(engine.settings)
     stream = PlainEventStream(engine.events)
-    api = socketio.WSGIApp(create_socketio(engine), create_app(engine))
+    sio = create_socketio(engine, gate)
+    api = socketio.WSGIApp(sio, create_app(engine, gate))
 
     def app(environ, start_response):
         if environ.get('PATH_INFO') == '/ws':
             return stream(environ, start_response)
         return api(environ, start_response)
-    return app
+    gated = gate.wrap(app)
+    gated.gate = gate  # the Handler checks WebSocket upgrades against it
+    return gated, sio, stream
 
 
 class Handler(WebSocketHandler):
@@ -2122,15 +2279,61 @@ class Handler(WebSocketHandler):
             pass  # not a TCP socket
         super().handle()
 
+    def run_application(self):
+        gate = getattr(self.application, 'gate', None)
+        if gate is not None and is_guarded(self.environ.get('PATH_INFO', '')) \
+                and not gate.allows(self.environ):
+            # Answer 401 as plain HTTP: once upgraded, no status can be sent.
+            return gevent.pywsgi.WSGIHandler.run_application(self)
+        return super().run_application()
+
 
 ###############################################################################
 # Main ########################################################################
 ###############################################################################
 
-def configure_logging(level):
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, jobId."""
+
+    def format(self, record):
+        entry = {'time': self.formatTime(record), 'level': record.levelname,
+                 'logger': record.name, 'message': record.getMessage()}
+        if getattr(record, 'job_id', None):
+            entry['jobId'] = record.job_id
+        if record.exc_info:
+            entry['exception'] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class RedactSecrets(logging.Filter):
+    """Last line of defence: a secret setting's value never reaches the log."""
+
+    def __init__(self, secrets):
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 6]
+
+    def filter(self, record):
+        text = record.getMessage()
+        if any(secret in text for secret in self.secrets):
+            for secret in self.secrets:
+                text = text.replace(secret, '[redacted]')
+            record.msg, record.args = text, None
+        return True
+
+
+def configure_logging(settings):
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == 'json':
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        # Under systemd, journald stamps each line itself.
+        stamp = '' if os.environ.get('JOURNAL_STREAM') else '%(asctime)s '
+        handler.setFormatter(logging.Formatter(stamp + '%(levelname)s %(name)s: %(message)s'))
+    handler.addFilter(RedactSecrets([getattr(settings, s.name.lower())
+                                     for s in SETTINGS if s.secret]))
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
     logging.getLogger('apscheduler').setLevel(logging.WARNING)
+    level = settings.log_level
     # One line per HTTP request is noise at INFO; LOG_LEVEL=DEBUG shows them.
     access = logging.DEBUG if level == 'DEBUG' else logging.WARNING
     logging.getLogger('geventwebsocket.handler').setLevel(access)
@@ -2159,46 +2362,85 @@ def sd_notify(message):
         return
     if address.startswith('@'):
         address = '\0' + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(message.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:  # systemd went away: nothing to tell, nothing to fail
+        log.debug('sd_notify %s: %s', message, exc)
 
 
 def url_host(host):
     return '127.0.0.1' if host in ('0.0.0.0', '::', '') else host
 
 
+def start_watchdog():
+    """Ping systemd's watchdog from the event loop: if the loop wedges, the
+    pings stop and systemd restarts the service (WatchdogSec=)."""
+    usec = os.environ.get('WATCHDOG_USEC')
+    pid = os.environ.get('WATCHDOG_PID')
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    interval = int(usec) / 2e6
+
+    def beat():
+        while True:
+            sd_notify('WATCHDOG=1')
+            gevent.sleep(interval)
+    return gevent.spawn(beat)
+
+
 def serve(settings):
     """Run the engine until SIGTERM or SIGINT; returns the exit code."""
+    check_binding(settings)
+    # A full disk or file-size limit must fail a write (EFBIG), not kill us.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     engine = Engine(settings)
     engine.open()
+    wsgi, sio, stream = create_wsgi(engine)
     server = gevent.pywsgi.WSGIServer(
-        (settings.host, settings.port), create_wsgi(engine), handler_class=Handler,
+        (settings.host, settings.port), wsgi, handler_class=Handler,
         log=logging.getLogger('podengine.access'), error_log=logging.getLogger('podengine.http'))
     server.start()
     engine.public_url = settings.public_url.rstrip('/') or \
         f'http://{url_host(settings.host)}:{server.server_port}'
     engine.start()
     scheduler = start_scheduler(engine)
+    announce(engine, server.server_port)
+    sd_notify('READY=1')
+    watchdog = start_watchdog()
+    wait_for_signal()
+    sd_notify('STOPPING=1')
+    log.info('stopping: new jobs get 503; running jobs have %d ms to finish',
+             settings.shutdown_grace_ms)
+    scheduler.shutdown(wait=False)
+    engine.stop(settings.shutdown_grace_ms / 1000)  # the API keeps answering meanwhile
+    stream.close_all()
+    for sid in list(sio.manager.get_participants('/', None)):
+        sio.disconnect(sid[0] if isinstance(sid, tuple) else sid)
+    if watchdog is not None:
+        watchdog.kill(block=False)
+    server.stop(timeout=1)
+    log.info('stopped')
+    return 0
+
+
+def announce(engine, port):
+    settings = engine.settings
     log.info('POD Engine %s listening on http://%s:%d (image backend: %s; platforms: %s; '
-             'prompt writer: %s; data: %s)', __version__, url_host(settings.host),
-             server.server_port, engine.image_backend.describe(),
+             'prompt writer: %s; data: %s; API key: %s)', __version__, url_host(settings.host),
+             port, engine.image_backend.describe(),
              ', '.join(p.describe() for p in engine.publishers),
              engine.prompt_writer.describe(),
-             settings.data_path if settings.enable_persistence else 'memory only')
-    sd_notify('READY=1')
+             settings.data_path if settings.enable_persistence else 'memory only',
+             'required' if settings.pod_api_key else 'not set')
+
+
+def wait_for_signal():
     stop = gevent.event.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop.set)
     stop.wait()
-    log.info('stopping: waiting up to %d ms for running jobs', settings.shutdown_timeout_ms)
-    sd_notify('STOPPING=1')
-    server.close()
-    scheduler.shutdown(wait=False)
-    engine.stop(settings.shutdown_timeout_ms / 1000)
-    server.stop(timeout=1)
-    log.info('stopped')
-    return 0
 
 
 def print_help():
@@ -2218,7 +2460,7 @@ def main(argv=None):
         return 0
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings)
         return serve(settings)
     except PodEngineError as exc:
         print(f'pod-engine: cannot start: {exc}', file=sys.stderr)

@@ -8,6 +8,7 @@ test even when the HTTP answers looked fine.
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -26,17 +27,18 @@ FAST = {
     'RETRY_DELAY_MS': '100',
     'METRICS_INTERVAL_MS': '10000',
     'HEALTH_CHECK_INTERVAL_MS': '60000',
-    'SHUTDOWN_TIMEOUT_MS': '2000',
+    'SHUTDOWN_GRACE_MS': '2000',
 }
 
 
 class EngineProcess:
     """One `python podengine.py` with its own log file."""
 
-    def __init__(self, data_dir, log_path, env):
+    def __init__(self, data_dir, log_path, env, file_size_limit=None):
         self.data_dir = Path(data_dir)
         self.log_path = log_path
         self.env = env
+        self.file_size_limit = file_size_limit
         self.proc = None
         self.url = None
 
@@ -50,10 +52,15 @@ class EngineProcess:
                     **FAST, **self.env})
         self.log_file = open(self.log_path, 'ab')
         self.proc = subprocess.Popen([sys.executable, str(ROOT / 'podengine.py')], cwd=ROOT,
-                                     env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+                                     env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     preexec_fn=self._limits)
         if expect_ready:
             self._wait_ready(timeout)
         return self
+
+    def _limits(self):
+        if self.file_size_limit is not None:  # a disk that fills up
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit,) * 2)
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
@@ -134,11 +141,12 @@ class Engines:
         self.allow_tracebacks = False
         self.defaults = {}  # settings every engine of the test starts with
 
-    def start(self, data_dir=None, expect_ready=True, **env):
+    def start(self, data_dir=None, expect_ready=True, file_size_limit=None, **env):
         data_dir = Path(data_dir or self.tmp_path / f'data{len(self.started)}')
         log_path = self.tmp_path / f'engine{len(self.started)}.log'
         env = {**self.defaults, **env}
-        engine = EngineProcess(data_dir, log_path, {k: str(v) for k, v in env.items()})
+        engine = EngineProcess(data_dir, log_path, {k: str(v) for k, v in env.items()},
+                               file_size_limit)
         self.started.append(engine)
         return engine.start(expect_ready=expect_ready)
 

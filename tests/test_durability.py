@@ -55,7 +55,7 @@ def test_steps_resume_after_a_retryable_failure(engine):
 
 def test_graceful_stop_requeues_running_jobs_and_counters_survive(engines, tmp_path):
     data = tmp_path / 'data'
-    first = engines.start(data, CUSTOM_HANDLERS='testkit', SHUTDOWN_TIMEOUT_MS=200)
+    first = engines.start(data, CUSTOM_HANDLERS='testkit', SHUTDOWN_GRACE_MS=200)
     done = first.submit(sleep_job(0))
     first.wait_for(done, 'completed')
     long = first.submit(sleep_job(5))
