@@ -447,6 +447,7 @@ MAX_COUNT = 50
 MAX_BATCH_ITEMS = 100
 MAX_PROMPT_CHARS = 2000
 
+WEB_DIR = Path(__file__).resolve().parent / 'web'
 DEFAULT_PRODUCT_TYPES = {
     'tshirt': {'name': 'T-Shirt', 'price': 19.99,
                'sizes': ['S', 'M', 'L', 'XL', '2XL', '3XL'],
@@ -866,8 +867,24 @@ class JournalStore(JobStore):
 
 
 def run_in_thread(fn, *args):
-    """Run blocking or CPU-heavy ``fn`` on gevent's native thread pool."""
-    return gevent.get_hub().threadpool.apply(fn, args)
+    """Run blocking or CPU-heavy ``fn`` on gevent's native thread pool; its
+    exception is raised here (the pool itself would print it as a crash)."""
+    outcome = gevent.get_hub().threadpool.apply(capture, (fn, args))
+    if isinstance(outcome, Raised):
+        raise outcome.error
+    return outcome
+
+
+class Raised:
+    def __init__(self, error):
+        self.error = error
+
+
+def capture(fn, args):
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return Raised(exc)
 
 
 ###############################################################################
@@ -1948,9 +1965,18 @@ def add_status_routes(app, engine, gate):
 
     @app.get('/')
     def index():
+        if (WEB_DIR / 'index.html').is_file():
+            return bottle.static_file('index.html', root=str(WEB_DIR))
         return {'name': 'POD Engine', 'version': __version__,
                 'endpoints': ['/health', '/api/info', '/api/metrics', '/api/jobs',
                               '/api/generate', '/api/generate/batch', '/socket.io', '/ws']}
+
+    @app.get('/web/<path:path>')
+    def web(path):
+        target = (WEB_DIR / path).resolve()
+        if not target.is_relative_to(WEB_DIR) or not target.is_file():
+            raise NotFound('File not found')
+        return bottle.static_file(str(target.relative_to(WEB_DIR)), root=str(WEB_DIR))
 
 
 def add_job_routes(app, engine, limit):
@@ -1967,10 +1993,26 @@ def add_job_routes(app, engine, limit):
 
     @app.get('/api/jobs')
     def list_jobs():
-        status = bottle.request.query.get('status') or None
+        query = bottle.request.query
+        status = query.get('status') or None
         if status is not None and status not in STATUSES:
             raise ValidationError(f'status must be one of {", ".join(STATUSES)}')
-        return [public_job(job) for job in engine.find(status)]
+        jobs = engine.find(status)
+        if query.get('order', 'oldest') not in ('oldest', 'newest'):
+            raise ValidationError('order must be oldest or newest')
+        if query.get('order') == 'newest':
+            jobs.reverse()
+        offset = query_int(query, 'offset', 0)
+        limit = query_int(query, 'limit', None)
+        jobs = jobs[offset:None if limit is None else offset + limit]
+        # Listing thousands of jobs is the one slow read: hand the hub back now
+        # and then so other requests are not kept waiting behind it.
+        listed = []
+        for number, job in enumerate(jobs):
+            listed.append(public_job(job))
+            if number % 500 == 499:
+                gevent.sleep(0)
+        return listed
 
     @app.get('/api/jobs/<job_id>')
     def get_job(job_id):
@@ -2050,16 +2092,57 @@ def parse_max_age(value):
     return value
 
 
+def query_int(query, name, default):
+    value = query.get(name)
+    if value is None or value == '':
+        return default
+    if not value.isdigit() or int(value) > 10**9:
+        raise ValidationError(f'{name} must be a non-negative integer')
+    return int(value)
+
+
+def data_file(root, path):
+    """``path`` under ``root``, or NotFound: never a file outside it."""
+    target = (root / path).resolve()
+    # resolve() follows symlinks, so a link that points out is refused too.
+    if not target.is_relative_to(root) or not target.is_file():
+        raise NotFound('File not found')
+    return target
+
+
 def add_file_routes(app, engine):
     root = engine.settings.data_path
 
     @app.get('/files/<path:path>')
     def serve(path):
-        target = (root / path).resolve()
-        # resolve() follows symlinks, so a link that points out is refused too.
-        if not target.is_relative_to(root) or not target.is_file():
-            raise NotFound('File not found')
+        target = data_file(root, path)
         return bottle.static_file(str(target.relative_to(root)), root=str(root))
+
+    @app.get('/thumbs/<path:path>')
+    def thumbnail(path):
+        """A small PNG of an image under DATA_DIR (?w=, 32 to 1024 px, default 256),
+        made once and cached under DATA_DIR/.thumbs."""
+        target = data_file(root, path)
+        width = query_int(bottle.request.query, 'w', 256)
+        if not 32 <= width <= 1024:
+            raise ValidationError('w must be from 32 to 1024')
+        thumb = root / '.thumbs' / f'{width}' / target.relative_to(root)
+        if not thumb.is_file() or thumb.stat().st_mtime < target.stat().st_mtime:
+            run_in_thread(make_thumbnail, target, thumb, width)
+        return bottle.static_file(str(thumb.relative_to(root)), root=str(root),
+                                  mimetype='image/png')
+
+
+def make_thumbnail(source, target, width):
+    try:
+        with Image.open(source) as image:
+            image.thumbnail((width, width * 2), Image.LANCZOS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f'.{target.name}.tmp')
+            image.save(temp, 'PNG')
+            os.replace(temp, target)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise NotFound('Not an image') from None
 
 
 def add_error_pages(app):

@@ -233,3 +233,28 @@ def test_files_never_leave_data_dir(shared, tmp_path):
         response = shared.get(path)
         assert response.status_code == 404, path
         assert 'top secret' not in response.text and 'root:' not in response.text
+
+
+def test_job_list_pages_and_orders(shared):
+    ids = [shared.submit({'type': 'custom', 'request': {'handler': 'sleep', 'seconds': 0}})
+           for _ in range(3)]
+    every = [job['id'] for job in shared.get('/api/jobs').json()]
+    assert every[-3:] == ids
+    newest = [job['id'] for job in shared.get('/api/jobs?order=newest&limit=2').json()]
+    assert newest == ids[::-1][:2]
+    assert [j['id'] for j in shared.get(f'/api/jobs?offset={len(every) - 1}').json()] == ids[-1:]
+    for bad in ('limit=-1', 'offset=x', 'order=random'):
+        error_of(shared.get(f'/api/jobs?{bad}'), 400)
+
+
+def test_thumbnails_are_small_and_stay_inside_data_dir(shared):
+    from PIL import Image
+    import io
+    (shared.data_dir / 'inbox').mkdir(exist_ok=True)
+    Image.new('RGB', (1200, 1500), 'navy').save(shared.data_dir / 'inbox' / 'big.png')
+    response = shared.get('/thumbs/inbox/big.png?w=128')
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).size == (128, 160)
+    error_of(shared.get('/thumbs/inbox/big.png?w=5000'), 400)
+    error_of(shared.get('/thumbs/../secret.txt'), 404)
+    error_of(shared.get('/thumbs/inbox/ok.txt'), 404)
