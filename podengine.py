@@ -59,6 +59,8 @@ import socketio
 from apscheduler.schedulers.gevent import GeventScheduler
 from geventwebsocket.handler import WebSocketHandler
 from PIL import Image
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
@@ -438,14 +440,7 @@ PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = (
     'pending', 'running', 'completed', 'failed', 'cancelled')
 STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
 FINISHED = (COMPLETED, FAILED, CANCELLED)
-JOB_TYPES = ('generate', 'batch', 'custom')
 PRIORITY_RANK = {'urgent': 0, 'high': 1, 'normal': 2, 'low': 3}
-PRIORITIES = ('low', 'normal', 'high', 'urgent')
-GENERATE_FIELDS = ('prompt', 'theme', 'style', 'niche', 'productTypes', 'count',
-                   'autoPublish', 'seed', 'negativePrompt')
-MAX_COUNT = 50
-MAX_BATCH_ITEMS = 100
-MAX_PROMPT_CHARS = 2000
 
 WEB_DIR = Path(__file__).resolve().parent / 'web'
 DEFAULT_PRODUCT_TYPES = {
@@ -481,114 +476,105 @@ def load_product_types(path):
         raise ConfigError(f'PRODUCT_TYPES_FILE: {exc}') from None
 
 
-def check_fields(data, allowed, where=''):
-    if not isinstance(data, dict):
-        raise ValidationError(f'{where.rstrip(".") or "body"} must be a JSON object')
-    unknown = [key for key in data if key not in allowed]
-    if unknown:
-        raise ValidationError(f'{where}{unknown[0]}: unknown field (allowed: '
-                              f'{", ".join(allowed)})')
+API_DOCUMENT = Path(__file__).resolve().parent / 'api' / 'openapi.json'
+TYPE_WORDS = {'object': 'a JSON object', 'array': 'a list', 'string': 'a string',
+              'integer': 'an integer', 'number': 'a number', 'boolean': 'true or false'}
 
 
-def check_text(data, key, where, limit, required=False):
-    value = data.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f'{where}{key} must be a non-empty string')
-    if len(value) > limit:
-        raise ValidationError(f'{where}{key} must be at most {limit} characters')
-    return value
+class RequestSchemas:
+    """The API's OpenAPI document, and the request checks made from it.
+
+    One file (api/openapi.json) is both: GET /api/openapi.json serves it, and
+    every request body is validated against its schemas, so the documentation
+    and the checks cannot drift. The product types and handler names of this
+    engine are filled into it at start-up.
+    """
+
+    def __init__(self, product_types, handlers, path=API_DOCUMENT):
+        self.document = json.loads(path.read_text(encoding='utf-8'))
+        schemas = self.document['components']['schemas']
+        schemas['ProductType']['enum'] = sorted(product_types)
+        schemas['HandlerName']['enum'] = sorted(handlers)
+        self._validators = {}
+
+    def check(self, name, data, where=''):
+        """Raise ValidationError, naming the field, unless ``data`` fits schema ``name``."""
+        errors = list(self._validator(name).iter_errors(data))
+        if errors:
+            raise ValidationError(describe_error(best_match(errors), where))
+        return data
+
+    def defaults(self, name):
+        """The ``default`` of each property of schema ``name`` that has one."""
+        schemas = self.document['components']['schemas']
+        found = {}
+        for key, prop in schemas[name].get('properties', {}).items():
+            target = schemas[prop['$ref'].rsplit('/', 1)[-1]] if '$ref' in prop else prop
+            if 'default' in target:
+                found[key] = target['default']
+        return found
+
+    def _validator(self, name):
+        if name not in self._validators:
+            root = {'$ref': f'#/components/schemas/{name}',
+                    'components': self.document['components']}
+            self._validators[name] = Draft202012Validator(root)
+        return self._validators[name]
 
 
-def check_int(data, key, where, low, high, default):
-    value = data.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f'{where}{key} must be an integer from {low} to {high}')
-    return value
+def describe_error(error, where=''):
+    """A jsonschema error as a sentence that names the field."""
+    path = where + dotted(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    custom = schema.get(f'x-error-{error.validator}') or schema.get('x-error')
+    if not custom and error.parent is not None:  # a branch of anyOf: its owner speaks
+        owner = error.parent.schema if isinstance(error.parent.schema, dict) else {}
+        custom, schema = owner.get('x-error'), owner
+    if custom:
+        return custom.format(path=path or 'body', prefix=f'{path}.' if path else '',
+                             value=error.instance, enum=', '.join(schema.get('enum', [])))
+    return describe_by_kind(error, path or 'body', schema)
 
 
-def check_bool(data, key, where, default):
-    value = data.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ValidationError(f'{where}{key} must be true or false')
-    return value
+def describe_by_kind(error, path, schema):
+    kind, expected = error.validator, error.validator_value
+    if kind == 'required':
+        return f'{joined(path, error.message.split(chr(39))[1])} is required'
+    if kind == 'additionalProperties':
+        extra = sorted(set(error.instance) - set(schema.get('properties', {})))[0]
+        return (f'{joined(path, extra)}: unknown field (allowed: '
+                f'{", ".join(schema.get("properties", {}))})')
+    if kind in ('type', 'minimum', 'maximum') and 'minimum' in schema and 'maximum' in schema:
+        noun = 'an integer' if 'integer' in str(schema.get('type')) else 'a number'
+        return f'{path} must be {noun} from {schema["minimum"]} to {schema["maximum"]}'
+    if kind == 'type':
+        kinds = [expected] if isinstance(expected, str) else expected
+        return f'{path} must be ' + ' or '.join(TYPE_WORDS[k] for k in kinds if k != 'null')
+    if kind == 'enum':
+        return f'{path} must be one of {", ".join(map(str, expected))}'
+    if kind in ('minLength', 'pattern'):
+        return f'{path} must be a non-empty string'
+    if kind == 'maxLength':
+        return f'{path} must be at most {expected} characters'
+    if kind == 'minItems':
+        return f'{path} must be a non-empty list'
+    if kind == 'maxItems':
+        return f'{path} must hold at most {expected} items'
+    if kind == 'uniqueItems':
+        return f'{path} must not repeat an item'
+    return f'{path}: {error.message[:200]}'
 
 
-def check_product_types(data, where, catalog):
-    value = data.get('productTypes')
-    if not isinstance(value, list) or not value:
-        raise ValidationError(f'{where}productTypes must be a non-empty list, '
-                              f'e.g. ["tshirt", "hoodie"]')
-    known = ', '.join(catalog)
-    for item in value:
-        if item not in catalog:
-            raise ValidationError(f'{where}productTypes: unknown product type '
-                                  f'{item!r} (known: {known})')
-    return list(dict.fromkeys(value))
+def dotted(parts):
+    """``['items', 1, 'productTypes']`` as ``items[1].productTypes``."""
+    text = ''
+    for part in parts:
+        text += f'[{part}]' if isinstance(part, int) else f'.{part}'
+    return text.lstrip('.')
 
 
-def validate_generate(data, catalog, where=''):
-    """A generate request with its defaults filled in, or ValidationError."""
-    check_fields(data, GENERATE_FIELDS, where)
-    request = {}
-    for key, limit in (('prompt', MAX_PROMPT_CHARS), ('theme', 200), ('style', 200),
-                       ('niche', 200), ('negativePrompt', MAX_PROMPT_CHARS)):
-        value = check_text(data, key, where, limit)
-        if value is not None:
-            request[key] = value
-    if not any(key in request for key in ('prompt', 'theme', 'style', 'niche')):
-        raise ValidationError(f'{where}prompt is required (or theme, style or niche '
-                              f'to have prompts written for you)')
-    request['productTypes'] = check_product_types(data, where, catalog)
-    request['count'] = check_int(data, 'count', where, 1, MAX_COUNT, 1)
-    request['autoPublish'] = check_bool(data, 'autoPublish', where, True)
-    seed = check_int(data, 'seed', where, 0, 2**32 - 1, None)
-    if seed is not None:
-        request['seed'] = seed
-    return request
-
-
-def validate_batch(data, catalog):
-    check_fields(data, ('items',))
-    items = data.get('items')
-    if not isinstance(items, list) or not items:
-        raise ValidationError('items must be a non-empty array of generate requests')
-    if len(items) > MAX_BATCH_ITEMS:
-        raise ValidationError(f'items must hold at most {MAX_BATCH_ITEMS} requests')
-    return {'items': [validate_generate(item, catalog, f'items[{index}].')
-                      for index, item in enumerate(items)]}
-
-
-def validate_custom(data, handlers, catalog):
-    if not isinstance(data, dict):
-        raise ValidationError('request must be a JSON object')
-    name = data.get('handler')
-    if not isinstance(name, str) or name not in handlers:
-        known = ', '.join(sorted(handlers)) or 'none'
-        raise ValidationError(f'request.handler must name a registered handler '
-                              f'(known: {known})')
-    check = getattr(handlers[name], 'validate', None)
-    if check is None:
-        return dict(data)
-    try:
-        return check(dict(data), catalog)
-    except ValueError as exc:
-        raise ValidationError(f'request: {exc}') from None
-
-
-def validate_options(body, default_retries):
-    priority = body.get('priority')
-    if priority is None:
-        priority = 'normal'
-    if priority not in PRIORITIES:
-        raise ValidationError('priority must be one of low, normal, high, urgent')
-    retries = check_int(body, 'maxRetries', '', 0, 10, default_retries)
-    return priority, retries
+def joined(path, name):
+    return name if path == 'body' else f'{path}.{name}'
 
 
 ###############################################################################
@@ -1045,6 +1031,7 @@ class Engine:
         self.product_types = load_product_types(settings.product_types_file)
         self.blocklist = Blocklist.load(settings.blocked_terms_file)
         self.handlers = {**BUILTIN_HANDLERS, **self.plugins.handlers}
+        self.schemas = RequestSchemas(self.product_types, self.handlers)
         build = adapters or build_adapters
         self.image_backend, self.prompt_writer, self.publishers = build(
             settings, self.http, self.plugins)
@@ -1719,20 +1706,10 @@ def publish_image(request, ctx):
 
 
 def validate_publish_image(request, catalog):
-    allowed = ('handler', 'image', 'productTypes', 'title', 'description', 'tags',
-               'autoPublish', 'prompt')
-    check_fields(request, allowed, 'request.')
-    image = check_text(request, 'image', 'request.', 2048, required=True)
-    if not image.startswith(INBOX_URL_SCHEMES):
-        inbox_path(image)
-    request['productTypes'] = check_product_types(request, 'request.', catalog)
-    for key in ('title', 'prompt'):
-        check_text(request, key, 'request.', 500)
-    check_text(request, 'description', 'request.', 5000)
-    tags = request.get('tags', [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise ValidationError('request.tags must be a list of strings')
-    request['autoPublish'] = check_bool(request, 'autoPublish', 'request.', True)
+    """What the schema cannot say: the image is a URL or stays in the inbox."""
+    if not request['image'].startswith(INBOX_URL_SCHEMES):
+        inbox_path(request['image'])
+    request.setdefault('autoPublish', True)
     return request
 
 
@@ -1849,30 +1826,12 @@ def run_user_workflow(request, values, backend, ctx):
 
 
 def validate_comfyui_workflow(request, catalog):
-    check_fields(request, ('handler', 'workflow', 'inputs', 'productTypes', 'title',
-                           'description', 'tags', 'autoPublish', 'prompt'), 'request.')
+    """What the schema cannot say: the workflow has an output node."""
     try:
-        comfyui.check_workflow(request.get('workflow'), 'request.workflow', need_prompt=False)
+        comfyui.check_workflow(request['workflow'], 'request.workflow', need_prompt=False)
     except ConfigError as exc:
         raise ValidationError(str(exc)) from None
-    inputs = request.get('inputs', {})
-    if not isinstance(inputs, dict):
-        raise ValidationError('request.inputs must be an object of placeholder values')
-    for name, value in inputs.items():
-        kind = comfyui.PLACEHOLDERS.get('{{%s}}' % name)
-        if kind is None:
-            raise ValidationError(f'request.inputs.{name}: unknown placeholder (known: '
-                                  f'{", ".join(p.strip("{}") for p in comfyui.PLACEHOLDERS)})')
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ValidationError(f'request.inputs.{name} must be a string or a number')
-        try:
-            kind(value)
-        except ValueError:
-            raise ValidationError(f'request.inputs.{name} must be a {kind.__name__}') from None
-    if 'productTypes' in request:
-        request['productTypes'] = check_product_types(request, 'request.', catalog)
-    check_text(request, 'prompt', 'request.', MAX_PROMPT_CHARS)
-    request['autoPublish'] = check_bool(request, 'autoPublish', 'request.', True)
+    request.setdefault('autoPublish', True)
     return request
 
 
@@ -1963,6 +1922,10 @@ def add_status_routes(app, engine, gate):
     def metrics():
         return engine.metrics()
 
+    @app.get('/api/openapi.json')
+    def openapi():
+        return engine.schemas.document
+
     @app.get('/')
     def index():
         if (WEB_DIR / 'index.html').is_file():
@@ -1985,10 +1948,8 @@ def add_job_routes(app, engine, limit):
         body = read_json(limit)
         if not body.get('type') or not body.get('request'):
             raise ValidationError('Missing required fields: type, request')
-        check_fields(body, ('type', 'request', 'priority', 'maxRetries'))
-        if body['type'] not in JOB_TYPES:
-            raise ValidationError('type must be one of generate, batch, custom')
-        request = validate_request(engine, body['type'], body['request'])
+        engine.schemas.check('SubmitBody', body)
+        request = finish_request(engine, body['type'], body['request'], 'request.')
         return created(engine, body['type'], request, body)
 
     @app.get('/api/jobs')
@@ -2030,40 +1991,48 @@ def add_job_routes(app, engine, limit):
 
     @app.post('/api/jobs/cleanup')
     def cleanup():
-        body = read_json(limit, required=False)
-        check_fields(body, ('maxAge',))
-        return {'cleared': engine.cleanup(parse_max_age(body.get('maxAge')))}
+        body = engine.schemas.check('CleanupBody', read_json(limit, required=False))
+        return {'cleared': engine.cleanup(int(body.get('maxAge', DAY_MS)))}
 
 
 def add_generate_routes(app, engine, limit):
     @app.post('/api/generate')
     def generate():
-        body = read_json(limit)
+        body = engine.schemas.check('GenerateBody', read_json(limit))
         options = {key: body.pop(key) for key in ('priority', 'maxRetries') if key in body}
-        request = validate_generate(body, engine.product_types)
-        return created(engine, 'generate', request, options)
+        return created(engine, 'generate', finish_request(engine, 'generate', body), options)
 
     @app.post('/api/generate/batch')
     def batch():
         body = read_json(limit)
         if not isinstance(body.get('items'), list):
             raise ValidationError('Items array is required')
-        check_fields(body, ('items', 'priority', 'maxRetries'))
-        request = validate_batch({'items': body['items']}, engine.product_types)
+        engine.schemas.check('BatchBody', body)
+        request = finish_request(engine, 'batch', {'items': body['items']})
         return created(engine, 'batch', request, body)
 
 
-def validate_request(engine, job_type, request):
+def finish_request(engine, job_type, request, where=''):
+    """A request that fits the schema, with its defaults and the checks a
+    schema cannot make (a custom handler's own)."""
     if job_type == 'generate':
-        return validate_generate(request, engine.product_types, 'request.')
+        return {**engine.schemas.defaults('GenerateItem'), **request}
     if job_type == 'batch':
-        check_fields(request, ('items',), 'request.')
-        return validate_batch(request, engine.product_types)
-    return validate_custom(request, engine.handlers, engine.product_types)
+        return {'items': [finish_request(engine, 'generate', item) for item in request['items']]}
+    check = getattr(engine.handlers[request['handler']], 'validate', None)
+    if check is None:
+        return dict(request)
+    try:
+        return check(dict(request), engine.product_types)
+    except ValueError as exc:
+        raise ValidationError(f'{where.rstrip(".") or "request"}: {exc}') from None
 
 
 def created(engine, job_type, request, options):
-    priority, retries = validate_options(options, engine.settings.max_job_retries)
+    priority = options.get('priority') or 'normal'
+    retries = options.get('maxRetries')
+    if retries is None:
+        retries = engine.settings.max_job_retries
     screen(request, engine.blocklist)
     job = engine.submit(job_type, request, priority, retries)
     return json_response({'jobId': job['id'], 'job': public_job(job)}, 201)
@@ -2080,16 +2049,6 @@ def screen(request, blocklist):
                 raise ValidationError(f'{where}{key} uses the blocked term {term!r}: '
                                       f'trademarks and brand names are refused '
                                       f'(BLOCKED_TERMS_FILE)')
-
-
-def parse_max_age(value):
-    if value is None:
-        return DAY_MS
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError('maxAge must be a non-negative integer (milliseconds)')
-    return value
 
 
 def query_int(query, name, default):
