@@ -1067,13 +1067,25 @@ class Engine:
             raise ConfigError(f'DATA_DIR: {path} is in use by another POD Engine') from None
 
     def _recover(self):
-        """Jobs that were running when the engine stopped start again."""
-        for job in self.jobs.values():
+        """Jobs that were running when the engine died start again. Each such
+        interruption spends one retry: a job that itself crashes or freezes
+        the engine must not bring it down for ever."""
+        for job in list(self.jobs.values()):
             if job['status'] == RUNNING:
-                self._set_status(job, PENDING, 'Interrupted by a restart; '
-                                 'resuming from its checkpoints', 'WARNING')
+                self._recover_interrupted(job)
             if job['status'] == PENDING:
                 self._enqueue(job)
+
+    def _recover_interrupted(self, job):
+        job['retryCount'] += 1
+        if job['retryCount'] > job['maxRetries']:
+            self._finish(job, FAILED, 'Job failed: interrupted by a crash or restart '
+                         f'{job["retryCount"]} times; not trying again', 'ERROR',
+                         error='Interrupted by a crash or restart too many times')
+        else:
+            self._set_status(job, PENDING, 'Interrupted by a crash or restart; resuming '
+                             f'from its checkpoints (attempt {job["retryCount"]}/'
+                             f'{job["maxRetries"]})', 'WARNING')
 
     def start(self):
         self.probe_services()

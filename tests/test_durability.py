@@ -34,7 +34,8 @@ def test_running_job_resumes_from_its_checkpoints_after_kill_9(engines, tmp_path
 
     second = engines.start(data, CUSTOM_HANDLERS='testkit')
     job = second.wait_for(job_id, 'running')
-    assert any('Interrupted by a restart' in line['message'] for line in job['logs'])
+    assert any('Interrupted by a crash or restart' in line['message'] for line in job['logs'])
+    assert job['retryCount'] == 1
     deadline = time.monotonic() + 10
     while not trace(second, f'steps-{job_id}'):
         assert time.monotonic() < deadline, 'the job did not resume'
@@ -181,3 +182,18 @@ def test_systemd_is_told_ready_and_stopping(engines, tmp_path):
         assert listener.recv(256) == b'STOPPING=1'
     finally:
         listener.close()
+
+
+def test_a_job_that_keeps_killing_the_engine_is_given_up(engines, tmp_path):
+    data = tmp_path / 'data'
+    job_id = None
+    for round_ in range(3):  # maxRetries 1: the third interruption fails it
+        engine = engines.start(data, CUSTOM_HANDLERS='testkit')
+        if job_id is None:
+            job_id = engine.submit(sleep_job(30, maxRetries=1))
+        if round_ < 2:
+            engine.wait_for(job_id, 'running')
+            time.sleep(0.3)  # shown as running at once; on disk a moment later
+            engine.kill9()
+    job = engine.wait_for(job_id, 'failed')
+    assert 'too many times' in job['error'] and job['retryCount'] == 2

@@ -60,6 +60,12 @@ function append(el, children) {
   return el;
 }
 
+/** Replace an element's children (nulls skipped, strings as text). */
+function fill(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}
+
 function setText(el, text) {
   text = String(text ?? '');
   if (el.textContent !== text) el.textContent = text;
@@ -89,7 +95,7 @@ function age(ms) {
 }
 
 const clock = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-const stamp = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+const stamp = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
 const when = (ms) => (ms ? stamp.format(new Date(ms)) : '–');
 const count = (n) => (n === null || n === undefined ? '–' : Number(n).toLocaleString());
 const plural = (n, word) => `${count(n)} ${word}${n === 1 ? '' : 's'}`;
@@ -204,7 +210,8 @@ function productLinks(products) {
   }
   return h('div', { class: 'products' }, [...byPlatform].map(([platform, list]) =>
     h('div', { class: 'platform' },
-      h('span', { class: 'platform-name' }, platform),
+      byPlatform.size > 1 || (state.platforms || []).length > 1
+        ? h('span', { class: 'platform-name' }, platform) : null,
       list.map((product) => {
         const mockup = mockupPath(product);
         const links = [h('a', {
@@ -347,9 +354,11 @@ function renderInfo(info) {
   state.info = info;
   const config = info.config || {};
   setText($('#version'), `v${info.version}`);
-  const backends = [config.imageBackend, ...(config.platforms || [])]
-    .filter(Boolean).map((text) => String(text).split(' (')[0]);
-  setText($('#backends'), backends.length ? `${backends[0]} → ${backends.slice(1).join(', ') || 'no platform'}` : '');
+  const short = (text) => String(text || '').split(' (')[0];
+  state.platforms = (config.platforms || []).map(short);
+  fill($('#backends'),
+    h('span', {}, 'Images ', h('b', {}, short(config.imageBackend) || '–')),
+    h('span', {}, 'Publishing to ', h('b', {}, state.platforms.join(', ') || 'nothing')));
   $('#backends').title = [`Image backend: ${config.imageBackend}`, `Prompt writer: ${config.promptWriter}`,
     `Platforms: ${(config.platforms || []).join(', ')}`].join('\n');
   const types = config.productTypes || ['tshirt', 'hoodie'];
@@ -373,7 +382,7 @@ function renderMetrics(metrics) {
   set('running', count(metrics.runningJobs), slots ? `of ${plural(slots, 'slot')}` : '');
   set('pending', count(metrics.pendingJobs));
   set('completed', count(metrics.completedJobs), `of ${count(metrics.totalJobs)} submitted`);
-  set('failed', count(metrics.failedJobs), metrics.cancelledJobs ? `${count(metrics.cancelledJobs)} cancelled` : 'none cancelled');
+  set('failed', count(metrics.failedJobs), metrics.cancelledJobs ? `${count(metrics.cancelledJobs)} cancelled` : '');
   const finished = (metrics.completedJobs || 0) + (metrics.failedJobs || 0);
   set('success', finished ? `${Number(metrics.successRate).toFixed(metrics.successRate % 1 ? 1 : 0)} %` : '–',
     finished ? `of ${plural(finished, 'finished job')}` : 'no finished jobs yet');
@@ -395,7 +404,7 @@ function refreshMetricsSoon() {
     } catch {
       // the next event or poll will do
     }
-  }, 800);
+  }, 400);
 }
 
 async function refreshHealth() {
@@ -723,10 +732,14 @@ function renderDesigns() {
 function designCard(design, width, detailed) {
   const { job, image, products, copy } = design;
   const title = image.title || (copy && copy.title) || image.prompt || 'Design';
-  return h('article', { class: 'design', dataset: { imageId: image.id || '' } },
-    h('a', { class: 'art', href: image.url || null, target: '_blank', rel: 'noopener',
-      title: `Open the print file (${image.width}×${image.height})` },
-    thumbImg(image.path, width, title)),
+  // In the strip a design opens its job; in the job's view, its print file.
+  const art = detailed
+    ? h('a', { class: 'art', href: image.url || null, target: '_blank', rel: 'noopener',
+      title: `Open the print file (${image.width}×${image.height})` }, thumbImg(image.path, width, title))
+    : h('button', { type: 'button', class: 'art', onclick: () => openDetail(job.id),
+      title: `${title}\n${age(job.completedAt || job.createdAt)} · ${job.id}` }, thumbImg(image.path, width, title));
+  return h('article', { class: 'design', dataset: { imageId: image.id || '', jobId: job.id } },
+    art,
     h('div', { class: 'meta' },
       h('div', { class: 'title', title }, title),
       detailed && image.prompt ? h('div', { class: 'prompt', title: image.prompt }, image.prompt) : null,
@@ -736,8 +749,7 @@ function designCard(design, width, detailed) {
         ? h('div', { class: 'links' },
           h('a', { href: image.url, target: '_blank', rel: 'noopener' }, `Print file ${image.width}×${image.height}`),
           image.backend ? h('span', { class: 'muted' }, `${image.backend}${image.seed !== undefined && image.seed !== null ? ` · seed ${image.seed}` : ''}`) : null)
-        : h('button', { type: 'button', class: 'origin', onclick: () => openDetail(job.id) },
-          `${age(job.completedAt || job.createdAt)} · ${job.id.slice(-9)}`)));
+        : null));
 }
 
 function setupDesigns() {
@@ -800,7 +812,7 @@ function renderDetail(job) {
     ...(result && Array.isArray(result.results) && Array.isArray(result.errors) ? result.errors : [])])];
   const body = $('#detail-body');
   const logList = h('ol', { class: 'logs', id: 'detail-logs' }, detailLogs.map(logLine));
-  body.replaceChildren(
+  fill(body,
     h('div', { class: 'detail-actions' },
       h('div', { class: 'progress' },
         h('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100 }, h('span')),
@@ -811,7 +823,7 @@ function renderDetail(job) {
         return button;
       })),
     h('dl', { class: 'facts' },
-      fact('Job', h('span', { class: 'mono' }, job.id)),
+      fact('Job', h('span', { class: 'mono' }, job.id), 'id'),
       fact('Type', job.type === 'custom' ? `custom (${(job.request || {}).handler})` : job.type),
       fact('Priority', job.priority),
       fact('Retries', `${job.retryCount} of ${job.maxRetries}`),
