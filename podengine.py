@@ -60,6 +60,8 @@ from apscheduler.schedulers.gevent import GeventScheduler
 from geventwebsocket.handler import WebSocketHandler
 from PIL import Image
 from jsonschema import Draft202012Validator
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from jsonschema.exceptions import best_match
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -1032,6 +1034,9 @@ class Engine:
         self.blocklist = Blocklist.load(settings.blocked_terms_file)
         self.handlers = {**BUILTIN_HANDLERS, **self.plugins.handlers}
         self.schemas = RequestSchemas(self.product_types, self.handlers)
+        self.stats = collections.Counter()
+        self.count_clients = lambda: {}
+        self.registry, self.job_seconds = create_registry(self)
         build = adapters or build_adapters
         self.image_backend, self.prompt_writer, self.publishers = build(
             settings, self.http, self.plugins)
@@ -1185,6 +1190,7 @@ class Engine:
         job = self.get(job_id)
         if job['status'] not in (FAILED, CANCELLED):
             raise Conflict('Cannot retry job')
+        self.stats['retries'] += 1
         if job['status'] == FAILED:
             self.meta['failedJobs'] -= 1
         else:
@@ -1229,6 +1235,9 @@ class Engine:
         if status == COMPLETED and job['startedAt']:
             self.meta['jobTimeTotal'] += ended - job['startedAt']
             self.meta['jobTimeCount'] += 1
+        if status != CANCELLED and job['startedAt']:
+            self.job_seconds.labels(job['type'], status).observe(
+                (ended - job['startedAt']) / 1000)
         if status != CANCELLED:
             self.meta['recent'] = (self.meta['recent'] + [status == COMPLETED])[-20:]
         self._set_status(job, status, message, level, meta=True, completedAt=ended,
@@ -1321,6 +1330,7 @@ class Engine:
         message = str(failure) or type(failure).__name__
         if failure.retryable and job['retryCount'] < job['maxRetries']:
             job['retryCount'] += 1
+            self.stats['retries'] += 1
             delay = self.retry_delay_ms(job['retryCount'])
             self._set_status(
                 job, PENDING, f'Job failed: {message}; retry {job["retryCount"]}/'
@@ -1852,6 +1862,81 @@ BUILTIN_HANDLERS = {'publish_image': publish_image, 'comfyui_workflow': comfyui_
 
 
 ###############################################################################
+# Prometheus metrics ##########################################################
+###############################################################################
+
+class EngineCollector:
+    """Reads the engine's state at scrape time: nothing is counted twice and
+    nothing costs anything between scrapes."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        engine = self.engine
+        yield self.jobs_by_status(engine)
+        yield self.finished(engine)
+        yield CounterMetricFamily('pod_job_retries', 'Automatic and manual job retries',
+                                  value=engine.stats['retries'])
+        yield GaugeMetricFamily('pod_queue_depth', 'Jobs waiting to run (queued or in '
+                                'retry delay)', value=engine.counts[PENDING])
+        yield self.websocket_clients(engine)
+        yield from self.upstream(engine)
+
+    @staticmethod
+    def jobs_by_status(engine):
+        family = GaugeMetricFamily('pod_jobs', 'Stored jobs by status', labels=['status'])
+        for status in STATUSES:
+            family.add_metric([status], engine.counts[status])
+        return family
+
+    @staticmethod
+    def finished(engine):
+        family = CounterMetricFamily('pod_jobs_finished', 'Jobs finished since the store '
+                                     'began, by outcome', labels=['outcome'])
+        for outcome in ('completed', 'failed', 'cancelled'):
+            family.add_metric([outcome], engine.meta[f'{outcome}Jobs'])
+        return family
+
+    @staticmethod
+    def websocket_clients(engine):
+        family = GaugeMetricFamily('pod_websocket_clients', 'Connected event clients',
+                                   labels=['transport'])
+        for transport, count in engine.count_clients().items():
+            family.add_metric([transport], count)
+        return family
+
+    @staticmethod
+    def upstream(engine):
+        requests_ = CounterMetricFamily('pod_upstream_requests', 'Requests to upstream '
+                                        'services by status (error: no answer)',
+                                        labels=['service', 'status'])
+        waits = CounterMetricFamily('pod_rate_limit_waits', 'Requests held back to stay '
+                                    'inside a rate limit', labels=['service', 'limit'])
+        waited = CounterMetricFamily('pod_rate_limit_wait_seconds', 'Time spent held back '
+                                     'by rate limits', labels=['service', 'limit'])
+        for adapter in {engine.image_backend, engine.prompt_writer, *engine.publishers}:
+            for status, count in sorted(adapter.upstream_stats().items()):
+                requests_.add_metric([adapter.name, status], count)
+            for limit, (count, seconds) in adapter.rate_limit_waits().items():
+                waits.add_metric([adapter.name, limit], count)
+                waited.add_metric([adapter.name, limit], seconds)
+        return requests_, waits, waited
+
+
+def create_registry(engine):
+    """A registry of this engine's own (never the global one), and the job
+    duration histogram in it."""
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(engine))
+    job_seconds = Histogram(
+        'pod_job_duration_seconds', 'Time of a job\'s last attempt, by type and outcome',
+        ['type', 'outcome'], registry=registry,
+        buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
+    return registry, job_seconds
+
+
+###############################################################################
 # HTTP API ####################################################################
 ###############################################################################
 
@@ -1937,6 +2022,11 @@ def add_status_routes(app, engine, gate):
     @app.get('/api/openapi.json')
     def openapi():
         return engine.schemas.document
+
+    @app.get('/metrics')
+    def prometheus():
+        return bottle.HTTPResponse(generate_latest(engine.registry), 200,
+                                   {'Content-Type': CONTENT_TYPE_LATEST})
 
     @app.get('/')
     def index():
@@ -2313,6 +2403,8 @@ def create_wsgi(engine):
         if environ.get('PATH_INFO') == '/ws':
             return stream(environ, start_response)
         return api(environ, start_response)
+    engine.count_clients = lambda: {'socketio': len(sio.eio.sockets),
+                                    'ws': len(stream.clients)}
     gated = gate.wrap(app)
     gated.gate = gate  # the Handler checks WebSocket upgrades against it
     return gated, sio, stream

@@ -11,4 +11,13 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 else
   echo "run-tests: node/npm not found; the Node Socket.IO client test will be skipped"
 fi
+# Debian's chromium for the dashboard's browser tests (tests/test_dashboard.py skips without it).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "run-tests: installing Debian's chromium for the dashboard browser tests"
+  if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+      >/tmp/run-tests-chromium.log 2>&1; then
+    echo "run-tests: could not install chromium (see /tmp/run-tests-chromium.log);" \
+         "the dashboard browser tests will be skipped"
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"

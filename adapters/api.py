@@ -35,6 +35,8 @@ class RateLimiter:
         self._times = collections.deque()
         self._blocked_until = 0.0
         self._lock = gevent.lock.Semaphore()
+        self.waits = 0        # acquisitions that had to wait (for /metrics)
+        self.waited = 0.0     # seconds spent waiting
 
     def acquire(self):
         """Wait until one more request fits in the window; returns the wait."""
@@ -44,6 +46,9 @@ class RateLimiter:
                 waited += pause
                 gevent.sleep(pause)
             self._times.append(time.monotonic())
+        if waited:
+            self.waits += 1
+            self.waited += waited
         return waited
 
     def _pause(self):
@@ -59,6 +64,18 @@ class RateLimiter:
     def penalise(self, seconds):
         """After a 429: take nothing more for ``seconds``."""
         self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+
+
+class WaitTally:
+    """Waits counted like a RateLimiter's, for limits kept some other way."""
+
+    def __init__(self):
+        self.waits = 0
+        self.waited = 0.0
+
+    def add(self, seconds):
+        self.waits += 1
+        self.waited += seconds
 
 
 class ApiClient:
@@ -78,6 +95,8 @@ class ApiClient:
         self.timeout = timeout
         self.requests_sent = 0
         self.rate_limited = 0
+        self.responses = collections.Counter()  # status code (or 'error') -> count
+        self.limits = {}
 
     def headers(self):
         return {}
@@ -107,9 +126,12 @@ class ApiClient:
     def _send(self, method, path, **kwargs):
         self.requests_sent += 1
         try:
-            return self.http.request(method, self.base_url + path, headers=self.headers(),
-                                     timeout=self.timeout, **kwargs)
+            response = self.http.request(method, self.base_url + path, headers=self.headers(),
+                                         timeout=self.timeout, **kwargs)
+            self.responses[str(response.status_code)] += 1
+            return response
         except requests.RequestException as exc:
+            self.responses['error'] += 1
             # The exception text can hold the URL, never the headers: no token.
             raise AdapterError(f'{self.platform}: {method} {path} failed: '
                                f'{type(exc).__name__}', adapter=self.platform) from None

@@ -159,6 +159,18 @@ class Adapter:
         """Extra health detail for /health (JSON), or None. Read after health()."""
         return None
 
+    def upstream_stats(self):
+        """``{status: count}`` of this adapter's upstream requests so far
+        (``'error'``: no answer at all), for /metrics."""
+        client = getattr(self, 'client', None)
+        return dict(getattr(client, 'responses', {}))
+
+    def rate_limit_waits(self):
+        """``{limit name: (waits, seconds waited)}`` of its rate limiters."""
+        client = getattr(self, 'client', None)
+        return {name: (limiter.waits, limiter.waited)
+                for name, limiter in getattr(client, 'limits', {}).items()}
+
     def close(self):
         """Release connections and files. Called once at shutdown."""
 

@@ -20,6 +20,7 @@ Workflows are templates: any string value exactly ``{{prompt}}``,
 replaced (numbers as numbers).
 """
 
+import collections
 import copy
 import io
 import json
@@ -171,6 +172,7 @@ class ComfyServer:
         self.up = True
         self.queue_remaining = 0
         self.in_flight = 0
+        self.responses = collections.Counter()
         self._waiters = {}
         self._socket = None
         self._listener = None
@@ -185,7 +187,9 @@ class ComfyServer:
     def call(self, method, path, timeout=QUICK, **kwargs):
         try:
             response = self.http.request(method, self.url + path, timeout=timeout, **kwargs)
+            self.responses[str(response.status_code)] += 1
         except requests.RequestException as exc:
+            self.responses['error'] += 1
             self.up = False
             raise ServerDown(f'ComfyUI at {self.label} is unreachable: '
                              f'{type(exc).__name__}', adapter='comfyui') from None
@@ -362,6 +366,12 @@ class ComfyUIBackend(ImageBackend):
     def close(self):
         for server in self.servers:
             server.close()
+
+    def upstream_stats(self):
+        total = collections.Counter()
+        for server in self.servers:
+            total.update(server.responses)
+        return dict(total)
 
     # Generating ----------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import gevent
 import requests
 
-from adapters.api import ApiClient
+from adapters.api import ApiClient, WaitTally
 from adapters.base import AdapterError, ConfigError, Publisher
 
 log = logging.getLogger('podengine.shopify')
@@ -69,6 +69,7 @@ class ShopifyClient(ApiClient):
         self.restore_rate = 50.0
         self.reported_at = time.monotonic()
         self.throttled = 0
+        self.limits = {'cost_bucket': WaitTally()}
 
     def headers(self):
         return {'X-Shopify-Access-Token': self._token, 'Content-Type': 'application/json',
@@ -92,7 +93,7 @@ class ShopifyClient(ApiClient):
             if any(error_code(e) == 'THROTTLED' for e in errors):
                 self.throttled += 1
                 cost = requested_cost(body) or cost  # Shopify says what it will charge
-                gevent.sleep(max(self._refill_time(cost), 0.5))
+                self._pause(max(self._refill_time(cost), 0.5))
                 continue
             if errors:
                 raise AdapterError(f'shopify: {"; ".join(error_text(e) for e in errors)}',
@@ -123,7 +124,11 @@ class ShopifyClient(ApiClient):
     def _wait_for_points(self, cost):
         wait = self._refill_time(cost)
         if wait > 0:
-            gevent.sleep(wait)
+            self._pause(wait)
+
+    def _pause(self, seconds):
+        self.limits['cost_bucket'].add(seconds)
+        gevent.sleep(seconds)
 
 
 def requested_cost(body):

@@ -235,3 +235,21 @@ def test_with_a_public_url_printify_fetches_the_design_itself(engines, fakes):
     assert state(printify)['publishes'] == 0
     [product] = by_platform(job, 'printify')
     assert product['published'] is False and 'storeUrl' not in product
+
+
+def test_a_platform_outage_parks_jobs_in_retry_and_they_recover(engines, fakes):
+    printify = fakes.start('printify')
+    engine = platform_engine(engines, printify, RETRY_DELAY_MS=300,
+                             HEALTH_CHECK_INTERVAL_MS=200)
+    printify.configure(fail_next=[{'path_contains': '/v1/', 'status': 503, 'times': 10_000}])
+    job_id = generate(engine, maxRetries=10)
+    engine.wait_for(job_id, 'pending', where=lambda j: j['retryCount'] >= 1, timeout=60)
+    health = engine.get('/health').json()
+    assert health['status'] == 'degraded' and health['services']['printify'] is False
+    printify.configure(fail_next=[])
+    job = engine.wait_for(job_id, 'completed', timeout=60)
+    assert job['retryCount'] >= 1 and len(state(printify)['products']) == 1
+    deadline = time.monotonic() + 5
+    while engine.get('/health').json()['status'] != 'healthy':
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

@@ -11,6 +11,7 @@ const PAGE = 200;                 // rows per page of the job list
 const DESIGNS_COLLAPSED = 24;     // cards in the one-row strip
 const DESIGNS_EXPANDED = 120;     // cards in the expanded grid
 const LOG_LINES = 500;            // log lines kept in the detail view
+const KEEP_JOBS = 5000;           // jobs kept in memory; older finished ones are dropped
 const THUMB_ROW = 96;             // thumbnail widths asked of /thumbs
 const THUMB_CARD = 256;
 const THUMB_CHIP = 64;
@@ -484,9 +485,25 @@ function scheduleRender() {
   renderQueued = true;
   requestAnimationFrame(() => {
     renderQueued = false;
+    prune();
     renderJobs();
     renderDesigns();
   });
+}
+
+/** A page left open for days must not keep every job it ever saw. */
+function prune() {
+  if (state.jobs.size <= KEEP_JOBS) return;
+  const keep = KEEP_JOBS - PAGE;
+  const all = [...state.jobs.values()].sort(newestFirst);
+  for (const job of all.slice(keep)) {
+    if (FINISHED.has(job.status) && job.id !== state.openId) {
+      state.jobs.delete(job.id);
+      state.seenAt.delete(job.id);
+    }
+  }
+  for (const filter of ['all', ...STATUSES]) state.hasMore[filter] = true;
+  state.limit = Math.min(state.limit, keep);
 }
 
 function renderJobs() {
@@ -671,10 +688,9 @@ async function jobAction(id, action, button) {
   try {
     await api(`api/jobs/${encodeURIComponent(id)}/${action}`, { method: 'POST' });
     toast(action === 'cancel' ? 'Job cancelled' : 'Job queued again');
-    // The job:update event updates the row; fetch it too in case the socket is down.
-    const job = await api(`api/jobs/${encodeURIComponent(id)}`);
+    // The job:update event updates the row; without the socket, fetch the job.
     if (!live.connected) {
-      putJob(job, true);
+      putJob(await api(`api/jobs/${encodeURIComponent(id)}`), true);
       scheduleRender();
       refreshMetricsSoon();
     }

@@ -1,0 +1,122 @@
+"""Property-based API tests: schemathesis reads the engine's own
+/api/openapi.json and throws generated requests (valid and invalid) at every
+operation of a real engine; each answer must keep to that document.
+
+Checks on every response: no 5xx, a documented status code, a documented
+content type, a body that fits the documented schema, and every 4xx a JSON
+``{"error": "<message>"}``. Afterwards the engine must still be healthy and
+must not have logged a traceback from the HTTP layer.
+
+Bounded and repeatable: a fixed seed, deterministic generation, at most
+MAX_EXAMPLES fuzzed cases per operation and mode (the examples and coverage
+phases add their own deterministic cases).
+"""
+
+import collections
+import re
+import time
+
+import pytest
+import requests
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (content_type_conformance,
+                                               response_schema_conformance,
+                                               status_code_conformance)
+
+from conftest import Engines
+
+SETTINGS = {'CUSTOM_HANDLERS': 'testkit', 'IMAGE_BACKEND': 'tiny', 'MIN_SOURCE_PX': 1000,
+            'ENABLE_PERSISTENCE': 'false', 'MAX_CONCURRENT_JOBS': 1}
+SEED = 20260101
+MAX_EXAMPLES = 25
+
+CASES = collections.Counter()  # operation label -> cases sent
+STATUSES = collections.Counter()  # (operation label, status) -> responses
+
+
+@schemathesis.check
+def client_errors_are_json_with_a_message(ctx, response, case):
+    """Every 4xx answers ``application/json`` ``{"error": "<message>"}``."""
+    if not 400 <= response.status_code < 500:
+        return None
+    content_type = response.headers.get('content-type', [''])
+    content_type = content_type[0] if isinstance(content_type, list) else content_type
+    assert content_type.split(';')[0].strip() == 'application/json', \
+        f'{response.status_code} answered with Content-Type {content_type!r}'
+    try:
+        body = response.json()
+    except ValueError:
+        raise AssertionError(f'{response.status_code} body is not JSON: '
+                             f'{response.text[:200]!r}') from None
+    assert isinstance(body, dict) and isinstance(body.get('error'), str) and body['error'], \
+        f'{response.status_code} body is not {{"error": <message>}}: {response.text[:200]!r}'
+    return None
+
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance, client_errors_are_json_with_a_message]
+
+
+@pytest.fixture(scope='module')
+def api_engine(tmp_path_factory):
+    manager = Engines(tmp_path_factory.mktemp('schemathesis'))
+    # Generated custom jobs can name testkit's `crash` handler or give a
+    # testkit handler nonsense: the engine logs those handler errors with a
+    # traceback, as it should. test_the_engine_is_healthy_afterwards checks
+    # that every traceback in the log is such a job failure.
+    manager.allow_tracebacks = True
+    engine = manager.start(**SETTINGS)
+    yield engine
+    manager.close()
+
+
+@pytest.fixture(scope='module')
+def api_schema(api_engine):
+    config = schemathesis.Config.from_dict({
+        'seed': SEED,
+        'generation': {'mode': 'all', 'max-examples': MAX_EXAMPLES, 'deterministic': True,
+                       'database': 'none'},
+        'phases': {'examples': {'enabled': True}, 'coverage': {'enabled': True},
+                   'fuzzing': {'enabled': True}, 'stateful': {'enabled': False}},
+        'cache': {'enabled': False},
+        'request-timeout': 10,
+    })
+    return schemathesis.openapi.from_url(api_engine.url + '/api/openapi.json', config=config)
+
+
+schema = schemathesis.pytest.from_fixture('api_schema')
+
+
+@schema.parametrize()
+def test_every_answer_keeps_to_the_api_document(case, api_engine):
+    CASES[case.operation.label] += 1
+    response = case.call(base_url=api_engine.url, timeout=10)
+    STATUSES[case.operation.label, response.status_code] += 1
+    case.validate_response(response, checks=CHECKS)
+
+
+TRACEBACK_AFTER = re.compile(r'job_\S+ raised ')
+
+
+def test_the_engine_is_healthy_afterwards(api_engine, capsys):
+    assert CASES, 'no schemathesis case ran'
+    started = time.monotonic()
+    health = requests.get(api_engine.url + '/health', timeout=5)
+    took = time.monotonic() - started
+    assert health.status_code == 200 and health.json()['status'] in ('healthy', 'degraded')
+    assert took < 1, f'/health took {took:.2f}s after the run'
+    # Tracebacks in the log may only be jobs whose (testkit) handler raised.
+    lines = api_engine.log().splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith('Traceback'):
+            assert number and TRACEBACK_AFTER.search(lines[number - 1]), \
+                f'the engine logged a traceback outside a job:\n' + \
+                '\n'.join(lines[max(0, number - 3):number + 30])
+    assert 'unhandled error' not in api_engine.log()
+    with capsys.disabled():
+        print(f'\nschemathesis: {sum(CASES.values())} cases over {len(CASES)} operations')
+        for label, count in sorted(CASES.items()):
+            seen = ', '.join(f'{status}x{n}' for (op, status), n in sorted(STATUSES.items())
+                             if op == label)
+            print(f'  {label}: {count} cases ({seen})')
