@@ -101,28 +101,25 @@ class Setting:
     secret: bool = False
 
 
-def parse_int(low, high):
+def parse_number(kind, low, high):
     def parse(text):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise ValueError(f'expected an integer, got {text!r}') from None
+            noun = 'an integer' if kind is int else 'a number'
+            raise ValueError(f'expected {noun}, got {text!r}') from None
         if not low <= value <= high:
             raise ValueError(f'expected {low}..{high}, got {value}')
         return value
     return parse
+
+
+def parse_int(low, high):
+    return parse_number(int, low, high)
 
 
 def parse_float(low, high):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f'expected a number, got {text!r}') from None
-        if not low <= value <= high:
-            raise ValueError(f'expected {low}..{high}, got {value}')
-        return value
-    return parse
+    return parse_number(float, low, high)
 
 
 def parse_rate(text):

@@ -50,14 +50,27 @@ class InvalidAnswer(ValueError):
 # The two wire formats ########################################################
 ###############################################################################
 
-class OpenAIChat(ApiClient):
-    """``POST {base}/chat/completions`` (OpenAI, Ollama, vLLM, LM Studio)."""
+class ChatApi(ApiClient):
+    """What both wire formats share: errors read from ``error.message``."""
 
     platform = 'llm'
     max_waits = 3
 
+    def __init__(self, base_url, http, settings):
+        super().__init__(base_url, http, timeout=settings.llm_timeout_ms / 1000)
+
+    def reason(self, response):
+        try:
+            return str(response.json()['error']['message'])[:300]
+        except (ValueError, KeyError, TypeError):
+            return response.text[:200]
+
+
+class OpenAIChat(ChatApi):
+    """``POST {base}/chat/completions`` (OpenAI, Ollama, vLLM, LM Studio)."""
+
     def __init__(self, settings, http):
-        super().__init__(settings.llm_base_url, http, timeout=settings.llm_timeout_ms / 1000)
+        super().__init__(settings.llm_base_url, http, settings)
         self._key = settings.llm_api_key
         self.model = settings.llm_model
 
@@ -81,22 +94,12 @@ class OpenAIChat(ApiClient):
     def ping(self):
         self.call('GET', '/models')
 
-    def reason(self, response):
-        try:
-            return str(response.json()['error']['message'])[:300]
-        except (ValueError, KeyError, TypeError):
-            return response.text[:200]
 
-
-class AnthropicMessages(ApiClient):
+class AnthropicMessages(ChatApi):
     """``POST /v1/messages`` of the Anthropic API."""
 
-    platform = 'llm'
-    max_waits = 3
-
     def __init__(self, settings, http):
-        super().__init__(settings.anthropic_api_url, http,
-                         timeout=settings.llm_timeout_ms / 1000)
+        super().__init__(settings.anthropic_api_url, http, settings)
         self._key = settings.anthropic_api_key
         self.model = settings.anthropic_model
 
@@ -116,12 +119,6 @@ class AnthropicMessages(ApiClient):
 
     def ping(self):
         self.call('GET', '/v1/models')
-
-    def reason(self, response):
-        try:
-            return str(response.json()['error']['message'])[:300]
-        except (ValueError, KeyError, TypeError):
-            return response.text[:200]
 
 
 ###############################################################################

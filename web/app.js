@@ -118,7 +118,8 @@ function summary(job) {
     const first = items[0] ? summary({ type: 'generate', request: items[0] }) : '';
     return `Batch of ${plural(items.length, 'item')}${first ? `: ${first}${items.length > 1 ? ', …' : ''}` : ''}`;
   }
-  return `Custom: ${request.handler || 'handler'}`;
+  const about = request.title || request.image || '';
+  return `Custom: ${request.handler || 'handler'}${about ? ` · ${about}` : ''}`;
 }
 
 function subline(job) {
