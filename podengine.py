@@ -13,7 +13,8 @@ job stopped and never redo finished work.
 
 Run it with ``python podengine.py`` (``--help`` lists the settings). The file
 reads top to bottom in dependency order: settings, errors, events, requests,
-store, queue, workers, pipeline, HTTP API, WebSocket, main.
+store, queue, workers, adapters, pipeline, metrics, access control, HTTP API,
+WebSocket, main.
 """
 
 import sys
@@ -1934,6 +1935,92 @@ def create_registry(engine):
 
 
 ###############################################################################
+# Access control ##############################################################
+###############################################################################
+
+class Gate:
+    """POD_API_KEY and CORS_ORIGINS, checked before any route runs.
+
+    With a key set, /api/*, /metrics and /ws answer 401 without it (the
+    Socket.IO connect handler checks its own), and /health tells strangers
+    only whether the engine is up.
+    """
+
+    def __init__(self, settings):
+        self.key = settings.pod_api_key.encode() if settings.pod_api_key else None
+        self.origins = set(settings.cors_origins)
+
+    def allows(self, environ, auth=None):
+        if self.key is None:
+            return True
+        offered = presented_key(environ, auth)
+        # compare_digest: how long a wrong key takes must not tell how wrong it is.
+        return offered is not None and hmac.compare_digest(offered.encode(), self.key)
+
+    def wrap(self, app):
+        """The WSGI app behind this gate."""
+        def gated(environ, start_response):
+            path = environ.get('PATH_INFO', '')
+            cors = [] if path.startswith('/socket.io') else self.cors_headers(environ)
+            if environ.get('REQUEST_METHOD') == 'OPTIONS' and cors:
+                start_response('204 No Content', cors)
+                return []
+            if is_guarded(path) and not self.allows(environ):
+                start_response('401 Unauthorized', [
+                    ('Content-Type', 'application/json'), ('WWW-Authenticate', 'Bearer'),
+                    *cors])
+                return [b'{"error": "Missing or wrong API key: send Authorization: '
+                        b'Bearer <key> or X-API-Key"}']
+            if not cors:
+                return app(environ, start_response)
+            return app(environ, lambda status, headers, exc_info=None: start_response(
+                status, headers + cors, exc_info))
+        return gated
+
+    def cors_headers(self, environ):
+        origin = environ.get('HTTP_ORIGIN')
+        if origin not in self.origins:
+            return []
+        return [('Access-Control-Allow-Origin', origin), ('Vary', 'Origin'),
+                ('Access-Control-Allow-Methods', 'GET, POST, OPTIONS'),
+                ('Access-Control-Allow-Headers', 'Authorization, Content-Type, X-API-Key')]
+
+
+def is_guarded(path):
+    return path.startswith('/api/') or path in ('/metrics', '/ws')
+
+
+def presented_key(environ, auth=None):
+    """The key a request offers: a header, or for WebSockets ``auth`` or ?key=."""
+    header = environ.get('HTTP_AUTHORIZATION', '')
+    if header[:7].lower() == 'bearer ':
+        return header[7:].strip()
+    if environ.get('HTTP_X_API_KEY'):
+        return environ['HTTP_X_API_KEY']
+    if isinstance(auth, dict) and isinstance(auth.get('key') or auth.get('token'), str):
+        return auth.get('key') or auth.get('token')
+    if environ.get('PATH_INFO', '') in ('/ws', '/socket.io/'):
+        query = parse_qs(environ.get('QUERY_STRING', ''))
+        for name in ('key', 'api_key'):
+            if query.get(name):
+                return query[name][0]
+    return None
+
+
+def check_binding(settings):
+    """Refuse to serve other machines without a key, unless told to."""
+    host = settings.host
+    try:
+        loopback = host == 'localhost' or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not settings.pod_api_key and not settings.allow_unauthenticated:
+        raise ConfigError(f'HOST={host} lets other machines reach the engine, and its tokens '
+                          f'can create real products: set POD_API_KEY, or '
+                          f'ALLOW_UNAUTHENTICATED=true to accept that risk')
+
+
+###############################################################################
 # HTTP API ####################################################################
 ###############################################################################
 
@@ -2218,92 +2305,6 @@ def error_page(text):
         detail = error.body if error.status_code == 400 and isinstance(error.body, str) else text
         return json.dumps({'error': detail})
     return page
-
-
-###############################################################################
-# Access control ##############################################################
-###############################################################################
-
-class Gate:
-    """POD_API_KEY and CORS_ORIGINS, checked before any route runs.
-
-    With a key set, /api/*, /metrics and /ws answer 401 without it (the
-    Socket.IO connect handler checks its own), and /health tells strangers
-    only whether the engine is up.
-    """
-
-    def __init__(self, settings):
-        self.key = settings.pod_api_key.encode() if settings.pod_api_key else None
-        self.origins = set(settings.cors_origins)
-
-    def allows(self, environ, auth=None):
-        if self.key is None:
-            return True
-        offered = presented_key(environ, auth)
-        # compare_digest: how long a wrong key takes must not tell how wrong it is.
-        return offered is not None and hmac.compare_digest(offered.encode(), self.key)
-
-    def wrap(self, app):
-        """The WSGI app behind this gate."""
-        def gated(environ, start_response):
-            path = environ.get('PATH_INFO', '')
-            cors = [] if path.startswith('/socket.io') else self.cors_headers(environ)
-            if environ.get('REQUEST_METHOD') == 'OPTIONS' and cors:
-                start_response('204 No Content', cors)
-                return []
-            if is_guarded(path) and not self.allows(environ):
-                start_response('401 Unauthorized', [
-                    ('Content-Type', 'application/json'), ('WWW-Authenticate', 'Bearer'),
-                    *cors])
-                return [b'{"error": "Missing or wrong API key: send Authorization: '
-                        b'Bearer <key> or X-API-Key"}']
-            if not cors:
-                return app(environ, start_response)
-            return app(environ, lambda status, headers, exc_info=None: start_response(
-                status, headers + cors, exc_info))
-        return gated
-
-    def cors_headers(self, environ):
-        origin = environ.get('HTTP_ORIGIN')
-        if origin not in self.origins:
-            return []
-        return [('Access-Control-Allow-Origin', origin), ('Vary', 'Origin'),
-                ('Access-Control-Allow-Methods', 'GET, POST, OPTIONS'),
-                ('Access-Control-Allow-Headers', 'Authorization, Content-Type, X-API-Key')]
-
-
-def is_guarded(path):
-    return path.startswith('/api/') or path in ('/metrics', '/ws')
-
-
-def presented_key(environ, auth=None):
-    """The key a request offers: a header, or for WebSockets ``auth`` or ?key=."""
-    header = environ.get('HTTP_AUTHORIZATION', '')
-    if header[:7].lower() == 'bearer ':
-        return header[7:].strip()
-    if environ.get('HTTP_X_API_KEY'):
-        return environ['HTTP_X_API_KEY']
-    if isinstance(auth, dict) and isinstance(auth.get('key') or auth.get('token'), str):
-        return auth.get('key') or auth.get('token')
-    if environ.get('PATH_INFO', '') in ('/ws', '/socket.io/'):
-        query = parse_qs(environ.get('QUERY_STRING', ''))
-        for name in ('key', 'api_key'):
-            if query.get(name):
-                return query[name][0]
-    return None
-
-
-def check_binding(settings):
-    """Refuse to serve other machines without a key, unless told to."""
-    host = settings.host
-    try:
-        loopback = host == 'localhost' or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not settings.pod_api_key and not settings.allow_unauthenticated:
-        raise ConfigError(f'HOST={host} lets other machines reach the engine, and its tokens '
-                          f'can create real products: set POD_API_KEY, or '
-                          f'ALLOW_UNAUTHENTICATED=true to accept that risk')
 
 
 ###############################################################################
