@@ -22,6 +22,7 @@ const state = {
   key: sessionStorage.getItem('podEngineKey') || localStorage.getItem('podEngineKey') || '',
   keyRequired: false,
   info: null,
+  platforms: [],           // enabled publishers (short names)
   metrics: null,
   jobs: new Map(),         // id -> job (without logs)
   seenAt: new Map(),       // id -> when an event last changed it (performance.now())
@@ -212,7 +213,7 @@ function productLinks(products) {
   }
   return h('div', { class: 'products' }, [...byPlatform].map(([platform, list]) =>
     h('div', { class: 'platform' },
-      byPlatform.size > 1 || (state.platforms || []).length > 1
+      byPlatform.size > 1 || state.platforms.length > 1
         ? h('span', { class: 'platform-name' }, platform) : null,
       list.map((product) => {
         const mockup = mockupPath(product);
