@@ -404,6 +404,7 @@ def as_job_failure(exc):
 
 JOB_UPDATE = 'job:update'
 JOB_PROGRESS = 'job:progress'
+JOB_REMOVED = 'job:removed'
 METRICS = 'metrics'
 LOG = 'log'
 
@@ -1210,6 +1211,7 @@ class Engine:
             self.store.delete(job_id)
         if old:
             log.info('cleanup removed %d finished jobs', len(old))
+            self.events.emit(JOB_REMOVED, {'ids': old})
             self.events.emit(METRICS, self.metrics())
         return len(old)
 
@@ -1625,7 +1627,7 @@ def publish_design(run, image, index, brief, request):
                     lambda: publisher.publish(artwork, product_type, copy_for(brief, type_key),
                                               run.step_context(),
                                               auto_publish=request.get('autoPublish', True)))
-                run.result['products'].append(product)
+                run.result['products'].append({**product, 'imageId': entry['id']})
                 ctx.log(f'Created {type_key} on {publisher.name}: {product["productId"]}',
                         'SUCCESS')
                 run.advance()

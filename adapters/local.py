@@ -942,6 +942,7 @@ class LocalPublisher(Publisher):
             'platform': 'local', 'productId': product['productId'],
             'url': ctx.file_url(f'{folder}/product.json'),
             'mockupUrl': ctx.file_url(f'{folder}/mockup.png'),
+            'mockupPath': f'{folder}/mockup.png',
             'type': product['type'], 'title': product['title'],
             'published': product['published'],
         }

@@ -16,7 +16,7 @@ import websocket
 from test_jobs import sleep_job
 
 NODE_CLIENT = Path(__file__).parent / 'node'
-EVENTS = ('job:update', 'job:progress', 'metrics', 'log')
+EVENTS = ('job:update', 'job:progress', 'job:removed', 'metrics', 'log')
 
 
 class Recorder:
@@ -92,6 +92,20 @@ def test_python_socketio_client_sees_a_job_live(engines, transports):
         _, metrics = recorder.until(lambda event, data: event == 'metrics'
                                     and data['completedJobs'] == 1)
         assert {'totalJobs', 'runningJobs', 'successRate'} <= set(metrics)
+    finally:
+        client.disconnect()
+
+
+def test_cleanup_announces_the_removed_jobs(engines):
+    engine = engines.start(CUSTOM_HANDLERS='testkit')
+    recorder = Recorder()
+    client = socketio_client(engine, recorder)
+    try:
+        job_id = engine.submit(sleep_job(0))
+        engine.wait_for(job_id, 'completed')
+        engine.post('/api/jobs/cleanup', json={'maxAge': 0})
+        _, data = recorder.until(lambda event, data: event == 'job:removed')
+        assert data == {'ids': [job_id]}
     finally:
         client.disconnect()
 

@@ -48,6 +48,8 @@ def test_generate_makes_a_print_ready_design_and_one_product_per_type(engine):
     assert sorted(p['type'] for p in products) == ['hoodie', 'tshirt']
     for product in products:
         assert product['platform'] == 'local' and product['productId']
+        assert product['imageId'] == image['id']
+        assert (engine.data_dir / product['mockupPath']).is_file()
         listing = requests.get(product['url'], timeout=10).json()
         assert listing['productId'] == product['productId']
         assert listing['published'] is True
