@@ -2053,10 +2053,9 @@ def json_response(body, status=200):
 def read_json(limit, required=True):
     """The request body as a JSON object, or an ApiError saying what is wrong."""
     request = bottle.request
-    length = request.content_length
-    if length > limit:
+    if request.content_length > limit:
         raise PayloadTooLarge(f'Request body is larger than {limit} bytes')
-    raw = request.body.read(limit + 1)
+    raw = read_body(request.environ, limit)
     if len(raw) > limit:
         raise PayloadTooLarge(f'Request body is larger than {limit} bytes')
     if not raw.strip():
@@ -2066,7 +2065,7 @@ def read_json(limit, required=True):
     if request.content_type.split(';')[0].strip().lower() != 'application/json':
         raise UnsupportedMediaType('Content-Type must be application/json')
     try:
-        body = json.loads(raw.decode('utf-8'))
+        body = json.loads(raw.decode('utf-8'), parse_constant=refuse_constant)
     except UnicodeDecodeError:
         raise ValidationError('Request body must be UTF-8 encoded JSON') from None
     except (ValueError, RecursionError) as exc:
@@ -2074,6 +2073,20 @@ def read_json(limit, required=True):
     if not isinstance(body, dict):
         raise ValidationError('Request body must be a JSON object')
     return body
+
+
+def read_body(environ, limit):
+    """At most ``limit + 1`` bytes of the body. gevent has already undone a
+    chunked transfer encoding, so the input is read as it is (Bottle would
+    try to de-chunk it a second time)."""
+    try:
+        return environ['wsgi.input'].read(limit + 1)
+    except (OSError, ValueError):  # the client hung up half way
+        raise ValidationError('Request body ended before its declared length') from None
+
+
+def refuse_constant(name):
+    raise ValueError(f'{name} is not valid JSON')
 
 
 def create_app(engine, gate=None):
@@ -2124,9 +2137,7 @@ def add_status_routes(app, engine, gate):
 
     @app.get('/web/<path:path>')
     def web(path):
-        target = (WEB_DIR / path).resolve()
-        if not target.is_relative_to(WEB_DIR) or not target.is_file():
-            raise NotFound('File not found')
+        target = data_file(WEB_DIR, path)
         return bottle.static_file(str(target.relative_to(WEB_DIR)), root=str(WEB_DIR))
 
 
@@ -2250,11 +2261,14 @@ def query_int(query, name, default):
 
 def data_file(root, path):
     """``path`` under ``root``, or NotFound: never a file outside it."""
-    target = (root / path).resolve()
-    # resolve() follows symlinks, so a link that points out is refused too.
-    if not target.is_relative_to(root) or not target.is_file():
-        raise NotFound('File not found')
-    return target
+    try:
+        target = (root / path).resolve()
+        # resolve() follows symlinks, so a link that points out is refused too.
+        if target.is_relative_to(root) and target.is_file():
+            return target
+    except (OSError, ValueError):  # a name the OS refuses: too long, a NUL byte
+        pass
+    raise NotFound('File not found')
 
 
 def add_file_routes(app, engine):

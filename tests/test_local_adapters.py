@@ -218,6 +218,7 @@ def test_publish_writes_product_json_and_mockup(publish_ctx):
         'platform': 'local', 'productId': product['productId'],
         'url': f"http://127.0.0.1:9/files/products/{product['productId']}/product.json",
         'mockupUrl': f"http://127.0.0.1:9/files/products/{product['productId']}/mockup.png",
+        'mockupPath': f"products/{product['productId']}/mockup.png",
         'type': 'tshirt', 'title': 'Surf Club Tee', 'published': False,
     }
     assert result['productId'].startswith('local_') and len(result['productId']) == 18

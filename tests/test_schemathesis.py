@@ -4,8 +4,9 @@ operation of a real engine; each answer must keep to that document.
 
 Checks on every response: no 5xx, a documented status code, a documented
 content type, a body that fits the documented schema, and every 4xx a JSON
-``{"error": "<message>"}``. Afterwards the engine must still be healthy and
-must not have logged a traceback from the HTTP layer.
+``{"error": "<message>"}``. Afterwards /health must still answer promptly,
+and the engine must not have logged a traceback other than a testkit
+handler's (a fuzzed custom job).
 
 Bounded and repeatable: a fixed seed, deterministic generation, at most
 MAX_EXAMPLES fuzzed cases per operation and mode (the examples and coverage
@@ -13,18 +14,16 @@ phases add their own deterministic cases).
 """
 
 import collections
-import re
 import time
 
 import pytest
 import requests
 import schemathesis
 from schemathesis.checks import not_a_server_error
+from schemathesis.pytest.lazy import get_all_tests
 from schemathesis.specs.openapi.checks import (content_type_conformance,
                                                response_schema_conformance,
                                                status_code_conformance)
-
-from schemathesis.pytest.lazy import get_all_tests
 
 from conftest import Engines
 
@@ -38,7 +37,7 @@ EXPECTED_OPERATIONS = {
     'GET /api/jobs', 'POST /api/jobs', 'GET /api/jobs/{id}', 'POST /api/jobs/{id}/cancel',
     'POST /api/jobs/{id}/retry', 'POST /api/jobs/cleanup', 'POST /api/generate',
     'POST /api/generate/batch', 'GET /metrics', 'GET /files/{path}', 'GET /thumbs/{path}'}
-CASES = collections.Counter()  # operation label -> cases sent
+CASES = collections.Counter()  # operation label -> requests sent
 STATUSES = collections.Counter()  # (operation label, status) -> responses
 
 
@@ -71,7 +70,7 @@ def api_engine(tmp_path_factory):
     # Generated custom jobs can name testkit's `crash` handler or give a
     # testkit handler nonsense: the engine logs those handler errors with a
     # traceback, as it should. test_the_engine_is_healthy_afterwards checks
-    # that every traceback in the log is such a job failure.
+    # that every traceback in the log ends in testkit.
     manager.allow_tracebacks = True
     engine = manager.start(**SETTINGS)
     yield engine
@@ -89,14 +88,22 @@ def api_schema(api_engine):
         'cache': {'enabled': False},
         'request-timeout': 10,
     })
-    return schemathesis.openapi.from_url(api_engine.url + '/api/openapi.json', config=config)
+    schema = schemathesis.openapi.from_url(api_engine.url + '/api/openapi.json', config=config)
+    # Schemathesis leaves out the operation that served the document unless a
+    # filter names it; this one matches every path, so it is tested too.
+    return schema.include(path_regex='^/')
 
 
 def test_every_answer_keeps_to_the_api_document(api_engine, api_schema):
     """Each operation in turn, through the same per-operation Hypothesis test
     that ``schema.parametrize()`` builds (examples, coverage and fuzzing
     phases; positive and negative data); a failing operation does not stop
-    the others, and every finding is reported at the end."""
+    the others, and every finding is reported at the end.
+
+    Not ``schemathesis.pytest.from_fixture(...).parametrize()``: its wrapper
+    renames ``request.node._nodeid``, which pytest 9.2 nodes no longer have
+    (AttributeError); and the eager ``schema.parametrize()`` needs the
+    document at collection time, before any engine runs."""
 
     def check_one(case):
         CASES[case.operation.label] += 1
@@ -105,21 +112,42 @@ def test_every_answer_keeps_to_the_api_document(api_engine, api_schema):
         case.validate_response(response, checks=CHECKS)
 
     findings = []
-    operations = 0
+    operations = set()
     for result in get_all_tests(schema=api_schema, test_func=check_one, settings=None,
                                 given_kwargs=None):
         operation, run = result.ok()  # Err: the document itself is invalid
-        operations += 1
+        operations.add(operation.label)
         try:
             run()
-        except Exception as exc:  # noqa: BLE001 - collected, reported below
+        except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup
+            # is a BaseExceptionGroup: collected here, all reported below.
             findings.append(f'{operation.label}: {exc}')
-    assert operations == len(EXPECTED_OPERATIONS)
-    assert set(CASES) == EXPECTED_OPERATIONS, 'an operation got no case'
     assert not findings, '\n\n'.join(findings)
+    assert operations == EXPECTED_OPERATIONS
+    assert set(CASES) == EXPECTED_OPERATIONS, 'an operation got no case'
 
 
-TRACEBACK_AFTER = re.compile(r'job_\S+ raised ')
+def tracebacks(log):
+    """Each traceback in an engine log, as its lines."""
+    found, current = [], None
+    for line in log.splitlines():
+        if 'Traceback (most recent call last)' in line:  # maybe after a log prefix
+            current = [line]
+            found.append(current)
+        elif current is not None and (line.startswith((' ', 'During handling', 'The above'))
+                                      or not line.strip() or len(current) < 2
+                                      or current[-1].startswith('  ')):
+            current.append(line)
+        else:
+            current = None
+    return found
+
+
+def raised_in_testkit(traceback):
+    """The innermost frame is a testkit handler: a job given nonsense (or the
+    `crash` handler), which the engine rightly logs; not an engine fault."""
+    frames = [line for line in traceback if line.strip().startswith('File "')]
+    return bool(frames) and 'plugins/testkit.py' in frames[-1]
 
 
 def test_the_engine_is_healthy_afterwards(api_engine, capsys):
@@ -127,15 +155,21 @@ def test_the_engine_is_healthy_afterwards(api_engine, capsys):
     started = time.monotonic()
     health = requests.get(api_engine.url + '/health', timeout=5)
     took = time.monotonic() - started
-    assert health.status_code == 200 and health.json()['status'] in ('healthy', 'degraded')
     assert took < 1, f'/health took {took:.2f}s after the run'
-    # Tracebacks in the log may only be jobs whose (testkit) handler raised.
-    lines = api_engine.log().splitlines()
-    for number, line in enumerate(lines):
-        if line.startswith('Traceback'):
-            assert number and TRACEBACK_AFTER.search(lines[number - 1]), \
-                f'the engine logged a traceback outside a job:\n' + \
-                '\n'.join(lines[max(0, number - 3):number + 30])
+    assert health.status_code in (200, 503), health.text
+    report = health.json()
+    assert report['services']['tiny'] and report['services']['local'], report  # in use
+    if report['status'] == 'unhealthy':
+        # By design when half the recent jobs failed, as fuzzed custom jobs
+        # naming testkit's `fail` or `crash` handler do; not a broken engine.
+        assert health.status_code == 503 and report['metrics']['failedJobs'] > 0, report
+    else:
+        assert health.status_code == 200 and report['status'] == 'healthy', report
+    assert requests.get(api_engine.url + '/api/info', timeout=5).status_code == 200
+    # Tracebacks in the log may only be testkit handlers given nonsense.
+    for traceback in tracebacks(api_engine.log()):
+        assert raised_in_testkit(traceback), \
+            'the engine logged a traceback:\n' + '\n'.join(traceback)
     assert 'unhandled error' not in api_engine.log()
     with capsys.disabled():
         print(f'\nschemathesis: {sum(CASES.values())} cases over {len(CASES)} operations')
