@@ -53,6 +53,8 @@ from urllib.parse import parse_qs, quote
 import bottle
 import gevent
 import gevent.event
+import gevent.lock
+import gevent.pool
 import gevent.pywsgi
 import gevent.queue
 import requests
@@ -273,6 +275,8 @@ SETTINGS = (
             'Finished jobs older than this are removed by the scheduled cleanup.'),
     Setting('CLEANUP_INTERVAL_MS', '3600000', parse_int(1000, DAY_MS),
             'How often the scheduled cleanup runs.'),
+    Setting('PUBLISH_CONCURRENCY', '4', parse_int(1, 64),
+            'Designs of one job published at once, while the next designs are drawn.'),
     Setting('MAX_JOB_LOGS', '200', parse_int(10, 10_000),
             'Log lines kept per job (the newest).'),
     Setting('MAX_BODY_BYTES', '1048576', parse_int(1024, 100 * 2**20),
@@ -947,9 +951,10 @@ def public_job(job, logs=True):
 class JobContext:
     """The handle a running job's code gets: progress, logs, checkpoints."""
 
-    def __init__(self, engine, job, prefix='', span=(0, 100)):
+    def __init__(self, engine, job, prefix='', span=(0, 100), image_lane=None):
         self.engine = engine
         self.job = job
+        self.image_lane = image_lane or gevent.lock.Semaphore(1)
         self.job_id = job['id']
         self.settings = engine.settings
         self.data_dir = engine.settings.data_path
@@ -1001,7 +1006,8 @@ class JobContext:
         low, high = self.span
         width = high - low
         return JobContext(self.engine, self.job, self.prefix + prefix,
-                          (low + width * span[0] / 100, low + width * span[1] / 100))
+                          (low + width * span[0] / 100, low + width * span[1] / 100),
+                          self.image_lane)
 
     def file_url(self, path):
         return f'{self.engine.public_url}/files/{quote(str(path))}'
@@ -1523,7 +1529,12 @@ def run_attempt(ctx):
 
 
 def run_generate(request, ctx):
-    """Briefs, then for each design: image, print-ready files, products."""
+    """Briefs, then for each design: image, print-ready files, products.
+
+    The image backend (the GPU) and the platforms (their rate limits) are the
+    scarce things, so they work side by side: design n+1 is drawn while
+    design n is published.
+    """
     # Without a seed each job gets its own, so two jobs on one theme differ;
     # with one, the whole job (briefs and images) can be made again.
     seed = ctx.checkpoint('seed', lambda: request.get('seed', random.randrange(2**31)))
@@ -1531,15 +1542,29 @@ def run_generate(request, ctx):
     per_design = 1 + len(request['productTypes']) * len(ctx.publishers)
     run = Run(ctx, len(briefs) * per_design, designs=[brief.to_dict() for brief in briefs],
               imageBackend=ctx.image_backend.name)
-    for index, brief in enumerate(briefs):
-        try:
-            image = generate_image(index, brief, seed, request, run.step_context())
-        except AdapterError as exc:
-            run.fail(exc, f'design {index + 1}: image failed: {exc}', steps=per_design)
-            continue
-        run.advance()
-        publish_design(run, image, index, brief, request)
+    publishing = gevent.pool.Pool(ctx.settings.publish_concurrency)
+    try:
+        for index, brief in enumerate(briefs):
+            try:
+                image = generate_image(index, brief, seed, request, run.step_context())
+            except AdapterError as exc:
+                run.fail(exc, f'design {index + 1}: image failed: {exc}', steps=per_design)
+                continue
+            run.advance()
+            publishing.spawn(publish_safely, run, image, index, brief, request)
+        publishing.join()
+    finally:
+        publishing.kill()  # a cancelled or timed-out attempt stops publishing too
     return run.finish()
+
+
+def publish_safely(run, image, index, brief, request):
+    """publish_design in its own greenlet: a bug fails the design, not silently."""
+    try:
+        publish_design(run, image, index, brief, request)
+    except Exception as exc:
+        log.exception('%s: publishing design %d failed', run.ctx.job_id, index + 1)
+        run.fail(exc, f'design {index + 1}: {type(exc).__name__}: {exc}')
 
 
 class Run:
@@ -1599,7 +1624,8 @@ def generate_image(index, brief, seed, request, ctx):
                 f'{brief.image_prompt[:80]}')
         return ctx.image_backend.generate(spec, ctx)[0].to_dict()
 
-    image = ctx.checkpoint(f'image:{index}', generate)
+    with ctx.image_lane:  # one image at a time per job, in order
+        image = ctx.checkpoint(f'image:{index}', generate)
     check_source_size(image, ctx.settings.min_source_px)
     return image
 
@@ -1683,26 +1709,40 @@ def make_print_ready(data_dir, path, width, height, dpi=300):
     return {'path': str(target.relative_to(data_dir)), 'width': width, 'height': height}
 
 
+BATCH_ITEMS_IN_FLIGHT = 2  # the next item draws while the last one publishes
+
+
 def run_batch(request, ctx):
-    """Each item as a generate job, in order; a failed item does not stop the rest."""
+    """Each item as a generate job, started in order; a failed item does not
+    stop the rest. Items share the job's image lane, so their images are
+    drawn one at a time and in order, while earlier items publish."""
     items = request['items']
-    results, errors, failures = [], [], []
-    for index, item in enumerate(items):
-        share = (100 * index / len(items), 100 * (index + 1) / len(items))
-        item_ctx = ctx.scoped(f'item:{index}:', share)
-        try:
-            results.append(item_ctx.checkpoint('done', lambda: run_generate(item, item_ctx)))
-        except (JobFailure, AdapterError) as exc:
-            failure = as_job_failure(exc)
-            results.append(failure.result)
-            errors.append({'index': index, 'error': str(failure)})
-            failures.append(failure)
-        ctx.progress(math.floor(share[1]))
-    result = {'results': results, 'errors': errors, 'total': len(items)}
+    outcomes = [None] * len(items)
+    pool = gevent.pool.Pool(BATCH_ITEMS_IN_FLIGHT)
+    try:
+        for index, item in enumerate(items):
+            pool.spawn(run_batch_item, index, item, len(items), ctx, outcomes)
+        pool.join()
+    finally:
+        pool.kill()
+    failures = [(index, o) for index, o in enumerate(outcomes) if isinstance(o, JobFailure)]
+    result = {'results': [o.result if isinstance(o, JobFailure) else o for o in outcomes],
+              'errors': [{'index': index, 'error': str(f)} for index, f in failures],
+              'total': len(items)}
     if failures:
         raise JobFailure(f'{len(failures)} of {len(items)} items failed', result=result,
-                         retryable=any(f.retryable for f in failures))
+                         retryable=any(f.retryable for _, f in failures))
     return result
+
+
+def run_batch_item(index, item, total, ctx, outcomes):
+    share = (100 * index / total, 100 * (index + 1) / total)
+    item_ctx = ctx.scoped(f'item:{index}:', share)
+    try:
+        outcomes[index] = item_ctx.checkpoint('done', lambda: run_generate(item, item_ctx))
+    except Exception as exc:  # the item's failure is its result, not the batch's end
+        outcomes[index] = as_job_failure(exc)
+    ctx.progress(math.floor(share[1]))
 
 
 def run_custom(request, ctx):

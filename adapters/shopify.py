@@ -25,6 +25,7 @@ import time
 from urllib.parse import urlsplit
 
 import gevent
+import gevent.lock
 import requests
 
 from adapters.api import ApiClient, WaitTally
@@ -67,9 +68,12 @@ class ShopifyClient(ApiClient):
         self._token = settings.shopify_access_token
         self.available = None  # points left in the bucket, as last reported
         self.restore_rate = 50.0
+        self.maximum = 1000.0
         self.reported_at = time.monotonic()
         self.throttled = 0
         self.limits = {'cost_bucket': WaitTally()}
+        self._bucket = gevent.lock.Semaphore()
+        self.in_flight = 0  # points reserved by calls not yet answered
 
     def headers(self):
         return {'X-Shopify-Access-Token': self._token, 'Content-Type': 'application/json',
@@ -85,9 +89,7 @@ class ShopifyClient(ApiClient):
     def graphql(self, query, variables=None, cost=MUTATION_COST):
         """The ``data`` of one GraphQL call, after any throttling waits."""
         for _ in range(self.max_waits):
-            self._wait_for_points(cost)
-            body = self.call('POST', '/graphql.json',
-                             json={'query': query, 'variables': variables or {}}) or {}
+            body = self._paced_call(query, variables, cost)
             self._note_cost(body)
             errors = body.get('errors') or []
             if any(error_code(e) == 'THROTTLED' for e in errors):
@@ -102,18 +104,42 @@ class ShopifyClient(ApiClient):
             return body.get('data') or {}
         raise AdapterError('shopify: still throttled after several waits', adapter='shopify')
 
+    def _paced_call(self, query, variables, cost):
+        """Send once the bucket holds ``cost``, spending it at once so that
+        concurrent calls see what is left; the very first call goes alone,
+        to learn the bucket."""
+        payload = {'query': query, 'variables': variables or {}}
+        with self._bucket:
+            self._wait_for_points(cost)
+            if self.available is None:
+                return self.call('POST', '/graphql.json', json=payload) or {}
+            self.available = self._estimate() - cost
+            self.reported_at = time.monotonic()
+            self.in_flight += cost
+        try:
+            return self.call('POST', '/graphql.json', json=payload) or {}
+        finally:
+            self.in_flight -= cost
+
     def _note_cost(self, body):
         status = (((body.get('extensions') or {}).get('cost') or {})
                   .get('throttleStatus') or {})
         if 'currentlyAvailable' in status:
-            self.available = float(status['currentlyAvailable'])
             self.restore_rate = float(status.get('restoreRate') or self.restore_rate)
+            self.maximum = float(status.get('maximumAvailable') or self.maximum)
+            # The report predates the calls still on their way: they are spent
+            # too. Answers can overtake each other, so an older, fuller report
+            # must not raise the estimate: keep the lower of the two.
+            reported = float(status['currentlyAvailable']) - self.in_flight
+            estimate = self._estimate()
+            self.available = reported if estimate is None else min(reported, estimate)
             self.reported_at = time.monotonic()
 
     def _estimate(self):
         if self.available is None:
             return None
-        return self.available + (time.monotonic() - self.reported_at) * self.restore_rate
+        refilled = self.available + (time.monotonic() - self.reported_at) * self.restore_rate
+        return min(self.maximum, refilled)  # the bucket never holds more than its size
 
     def _refill_time(self, cost):
         estimate = self._estimate()
@@ -268,7 +294,7 @@ class ShopifyPublisher(Publisher):
 
     def online_store(self, ctx):
         if self._publication is None:
-            nodes = self.client.graphql(PUBLICATIONS, cost=12).get('publications', {})
+            nodes = self.client.graphql(PUBLICATIONS, cost=22).get('publications', {})
             for node in nodes.get('nodes', []):
                 title = (node.get('catalog') or {}).get('title') or node.get('name')
                 if title == 'Online Store':

@@ -426,3 +426,31 @@ def test_settings_come_from_the_env_file_under_the_environment(engines, tmp_path
     engine = engines.start(MAX_JOB_RETRIES=1)
     config = engine.get('/api/info').json()['config']
     assert config['maxConcurrent'] == 5 and config['maxRetries'] == 1
+
+
+def draws(engine):
+    times = [line.split() for line in trace(engine, 'draw')]
+    return [(float(a[1]), float(b[1])) for a, b in zip(times[::2], times[1::2])]
+
+
+@pytest.mark.parametrize('shape', ['count', 'batch'])
+def test_the_next_design_is_drawn_while_the_last_one_publishes(engines, shape):
+    types = engines.tmp_path / 'types.json'  # print at the drawn size: no resizing
+    types.write_text(json.dumps({'tshirt': {'print_width': 1200, 'print_height': 1440}}))
+    engine = engines.start(CUSTOM_HANDLERS='testkit', IMAGE_BACKEND='sleepy',
+                           ENABLED_PLATFORMS='sleepy', MIN_SOURCE_PX=1000,
+                           PRODUCT_TYPES_FILE=types)
+    set_control(engine, 'sleepy', {'image': 0.4, 'publish': 0.4})
+    if shape == 'count':
+        job_id = engine.submit({'prompt': 'x', 'productTypes': ['tshirt'], 'count': 4},
+                               path='/api/generate')
+    else:
+        job_id = engine.submit({'items': [{'prompt': f'item {n}', 'productTypes': ['tshirt']}
+                                          for n in range(4)]}, path='/api/generate/batch')
+    job = engine.wait_for(job_id, 'completed', timeout=60)
+    took = (job['completedAt'] - job['startedAt']) / 1000
+    # One after another: 4 x (0.4 + 0.4) = 3.2 s. Overlapped: ~4 x 0.4 + 0.4 = 2 s.
+    assert took < 2.6, took
+    spans = draws(engine)
+    assert len(spans) == 4
+    assert all(end <= next_start + 0.01 for (_, end), (next_start, _) in zip(spans, spans[1:]))

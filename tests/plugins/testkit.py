@@ -153,3 +153,32 @@ class TinyImageBackend(LocalImageBackend):
 
 
 IMAGE_BACKENDS['tiny'] = TinyImageBackend
+
+
+class SleepyImageBackend(TinyImageBackend):
+    """Takes control/sleepy.json "image" seconds per image, like a GPU would,
+    and traces when each drawing starts and ends."""
+
+    name = 'sleepy'
+
+    def generate(self, spec, ctx):
+        trace(ctx, 'draw', f'start {time.time()}')
+        gevent.sleep(control(ctx.data_dir, 'sleepy', {}).get('image', 0.3))
+        trace(ctx, 'draw', f'end {time.time()}')
+        return super().generate(spec, ctx)
+
+
+class SleepyPublisher(Publisher):
+    """Takes control/sleepy.json "publish" seconds per product; writes nothing."""
+
+    name = 'sleepy'
+
+    def publish(self, artwork, product_type, brief, ctx, auto_publish=True):
+        trace(ctx, 'publish', f'start {time.time()} {artwork.key}')
+        gevent.sleep(control(ctx.data_dir, 'sleepy', {}).get('publish', 0.3))
+        return {'platform': 'sleepy', 'productId': f'{artwork.key}-{product_type.key}',
+                'url': '', 'type': product_type.key}
+
+
+IMAGE_BACKENDS['sleepy'] = SleepyImageBackend
+PUBLISHERS['sleepy'] = SleepyPublisher
