@@ -63,6 +63,7 @@ import traceback
 
 import bottle
 import gevent
+from fakes.control import control_routes, reply
 
 DEFAULT_SCENARIO = {
     'mode': 'valid',
@@ -289,10 +290,6 @@ class LlmFake:
                 'rejected': dict(self.rejected), 'listings': self.listings}
 
 
-def reply(data, status=200, headers=None):
-    return bottle.HTTPResponse(json.dumps(data), status,
-                               {'Content-Type': 'application/json', **(headers or {})})
-
 
 def record(request):
     raw = request.body.read() if request.method in ('POST', 'PUT', 'PATCH') else b''
@@ -346,29 +343,6 @@ class Recorder:
         except Exception:  # a bug in the fake: show it in the fake's log
             traceback.print_exc(file=sys.stderr)
             return reply(self.crash_body, 500)
-
-
-def control_routes(app, fake):
-    @app.post('/_fake/config')
-    def config():
-        try:
-            fake.configure(json.loads(bottle.request.body.read() or b'{}'))
-        except ValueError as exc:
-            return reply({'error': str(exc)}, 400)
-        return reply(fake.scenario)
-
-    @app.get('/_fake/requests')
-    def recorded():
-        return reply(fake.requests)
-
-    @app.post('/_fake/reset')
-    def reset():
-        fake.reset()
-        return reply({})
-
-    @app.get('/_fake/state')
-    def state():
-        return reply(fake.state())
 
 
 def last_user_text(messages, text_of):

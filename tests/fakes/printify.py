@@ -68,6 +68,7 @@ import bottle
 import gevent
 import requests
 from PIL import Image
+from fakes.control import control_routes as shared_control_routes, reply
 
 DEFAULT_SCENARIO = {
     'token': 'test-printify-token',
@@ -801,10 +802,6 @@ def image_facts(data):
 
 # HTTP ######################################################################
 
-def reply(data, status=200, headers=None):
-    return bottle.HTTPResponse(json.dumps(data), status,
-                               {'Content-Type': 'application/json', **(headers or {})})
-
 
 def read_json():
     """The request's JSON object body, or 400."""
@@ -952,23 +949,7 @@ def create_app():
 
 
 def control_routes(app, fake):
-    @app.post('/_fake/config')
-    def config():
-        fake.configure(bottle.request.json or {})
-        return reply(fake.scenario)
-
-    @app.get('/_fake/requests')
-    def recorded():
-        return reply(fake.requests)
-
-    @app.post('/_fake/reset')
-    def reset():
-        fake.reset()
-        return reply({})
-
-    @app.get('/_fake/state')
-    def state():
-        return reply(fake.state())
+    shared_control_routes(app, fake)
 
     @app.get('/_fake/uploads/<upload_id>')
     def blob(upload_id):

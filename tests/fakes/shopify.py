@@ -78,6 +78,7 @@ import secrets
 import sys
 import time
 import traceback
+from fakes.control import control_routes, reply
 
 import bottle
 import gevent
@@ -1957,10 +1958,6 @@ def check_form(parts, staged):
 
 # HTTP ######################################################################
 
-def reply(data, status=200, headers=None):
-    return bottle.HTTPResponse(json.dumps(data), status,
-                               {'Content-Type': 'application/json', **(headers or {})})
-
 
 def record(request):
     raw = request.body.read() if request.method in ('POST', 'PUT') else b''
@@ -2079,21 +2076,3 @@ def create_app():
     return droppable(app)
 
 
-def control_routes(app, fake):
-    @app.post('/_fake/config')
-    def config():
-        fake.configure(bottle.request.json or {})
-        return reply(fake.scenario)
-
-    @app.get('/_fake/requests')
-    def recorded():
-        return reply(fake.requests)
-
-    @app.post('/_fake/reset')
-    def reset():
-        fake.reset()
-        return reply({})
-
-    @app.get('/_fake/state')
-    def state():
-        return reply(fake.state())
