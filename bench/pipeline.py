@@ -1,0 +1,117 @@
+"""Does a batch keep the GPU and the rate limits busy? (issue 7, part 3)
+
+Runs the real engine against the fake ComfyUI (one image at a time, a fixed
+time per image) and the fake Printify (a fixed latency per call and scaled
+rate limits), makes one generate job of N designs x 2 product types, and
+compares its wall time with the physical bound: the larger of N x the time
+per image and the time the rate limit allows for the requests it needed.
+
+    .venv/bin/python bench/pipeline.py [--quick] [--designs N]
+"""
+
+import argparse
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / 'tests'), str(ROOT)]
+
+from fakes import FakeService  # noqa: E402
+
+TOKEN = 'test-printify-token'
+PRINT_SIZE = [1024, 1229]  # the print area equals the drawn size: no resize cost
+
+
+def start_engine(tmp, fakes, limit):
+    comfy, printify = fakes
+    env = {'HOST': '127.0.0.1', 'PORT': '0', 'DATA_DIR': str(tmp / 'data'),
+           'ENV_FILE': str(tmp / 'no.env'), 'PYTHONUNBUFFERED': '1',
+           'COMFYUI_URL': comfy.url, 'COMFYUI_STEPS': '5', 'MIN_SOURCE_PX': '1000',
+           'PRINTIFY_API_URL': printify.url, 'PRINTIFY_API_TOKEN': TOKEN,
+           'PRINTIFY_RATE_LIMIT': limit, 'PRINTIFY_CATALOG_RATE_LIMIT': limit,
+           'PRINTIFY_PUBLISH_WAIT_MS': '10000', 'METRICS_INTERVAL_MS': '60000'}
+    log = open(tmp / 'engine.log', 'wb')
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'podengine.py')], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.search(r'listening on (http://[\d.]+:\d+)', (tmp / 'engine.log').read_text())
+        if found:
+            return proc, found.group(1)
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit('the engine did not start:\n' + (tmp / 'engine.log').read_text())
+
+
+def run_case(name, designs, image_seconds, limit_count, window, latency):
+    """One scenario; returns (wall seconds, bound seconds, requests, 429s)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        comfy = FakeService('comfyui', tmp / 'comfy.log', step_seconds=image_seconds / 5,
+                            image_size=PRINT_SIZE).start()
+        printify = FakeService('printify', tmp / 'printify.log', front_size=PRINT_SIZE,
+                               publish_lock_seconds=0, rate_global_per_min=limit_count,
+                               rate_catalog_per_min=limit_count,
+                               rate_window_scale=window / 60,
+                               slow={'path_contains': '/v1/', 'seconds': latency}).start()
+        proc, url = start_engine(tmp, (comfy, printify), f'{limit_count}/{window}')
+        try:
+            return measure(url, printify, designs, image_seconds, limit_count, window)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            comfy.stop()
+            printify.stop()
+
+
+def measure(url, printify, designs, image_seconds, limit_count, window):
+    job = requests.post(f'{url}/api/generate', timeout=10, json={
+        'prompt': 'bench', 'productTypes': ['tshirt', 'hoodie'], 'count': designs,
+        'maxRetries': 0}).json()['jobId']
+    deadline = time.monotonic() + 600
+    while True:
+        state = requests.get(f'{url}/api/jobs/{job}', timeout=10).json()
+        if state['status'] in ('completed', 'failed'):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f'the job did not finish: {state["status"]}')
+        time.sleep(0.1)
+    if state['status'] != 'completed':
+        raise SystemExit(f'the job failed: {state["error"]}')
+    wall = (state['completedAt'] - state['startedAt']) / 1000
+    upstream = requests.get(f'{printify.url}/_fake/state', timeout=10).json()
+    sent = upstream['total_requests']
+    # A sliding window lets request i go at floor(i / limit) windows after the first.
+    rate_bound = ((sent - 1) // limit_count) * window
+    return wall, max(designs * image_seconds, rate_bound), sent, upstream['rate_limited']
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help='a small run for the test suite')
+    parser.add_argument('--designs', type=int, default=60)
+    args = parser.parse_args()
+    designs = 8 if args.quick else args.designs
+    cases = [  # name, seconds per image, requests per window, window seconds, latency
+        ('GPU-bound', 0.25, 200, 2.0, 0.02),
+        ('rate-bound', 0.02, 20, 1.0 if args.quick else 2.0, 0.02),
+    ]
+    print(f'{designs} designs x 2 product types, ComfyUI (fake GPU) + Printify (fake)')
+    print(f'{"case":<11} {"wall":>8} {"bound":>8} {"ratio":>6} {"requests":>9} {"429s":>5}')
+    for name, image_seconds, limit_count, window, latency in cases:
+        wall, bound, sent, limited = run_case(name, designs, image_seconds, limit_count,
+                                              window, latency)
+        print(f'{name:<11} {wall:>7.2f}s {bound:>7.2f}s {wall / bound:>6.2f} {sent:>9} '
+              f'{limited:>5}')
+    print('target: wall <= 1.05 x bound, zero 429s')
+
+
+if __name__ == '__main__':
+    main()
