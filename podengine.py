@@ -298,10 +298,7 @@ class Settings:
     def __init__(self, values):
         for name, value in values.items():
             setattr(self, name.lower(), value)
-
-    @property
-    def data_path(self):
-        return Path(self.data_dir).resolve()
+        self.data_path = Path(self.data_dir).resolve()
 
 
 def read_env_file(path):
@@ -948,13 +945,17 @@ def public_job(job, logs=True):
     return {key: value for key, value in job.items() if key not in hidden}
 
 
+IMAGES_IN_FLIGHT = 2  # one drawing, the next queued: the GPU never waits for us
+BATCH_ITEMS_IN_FLIGHT = 4  # later items draw while earlier ones publish
+
+
 class JobContext:
     """The handle a running job's code gets: progress, logs, checkpoints."""
 
     def __init__(self, engine, job, prefix='', span=(0, 100), image_lane=None):
         self.engine = engine
         self.job = job
-        self.image_lane = image_lane or gevent.lock.Semaphore(1)
+        self.image_lane = image_lane or gevent.lock.Semaphore(IMAGES_IN_FLIGHT)
         self.job_id = job['id']
         self.settings = engine.settings
         self.data_dir = engine.settings.data_path
@@ -1532,8 +1533,9 @@ def run_generate(request, ctx):
     """Briefs, then for each design: image, print-ready files, products.
 
     The image backend (the GPU) and the platforms (their rate limits) are the
-    scarce things, so they work side by side: design n+1 is drawn while
-    design n is published.
+    scarce things, so they work side by side: design n is published while
+    design n+1 is drawn, and design n+2 already waits in the image backend's
+    queue, so a GPU never idles while the engine saves and sends a file.
     """
     # Without a seed each job gets its own, so two jobs on one theme differ;
     # with one, the whole job (briefs and images) can be made again.
@@ -1542,20 +1544,28 @@ def run_generate(request, ctx):
     per_design = 1 + len(request['productTypes']) * len(ctx.publishers)
     run = Run(ctx, len(briefs) * per_design, designs=[brief.to_dict() for brief in briefs],
               imageBackend=ctx.image_backend.name)
+    drawing = gevent.pool.Pool(IMAGES_IN_FLIGHT)
     publishing = gevent.pool.Pool(ctx.settings.publish_concurrency)
     try:
-        for index, brief in enumerate(briefs):
-            try:
-                image = generate_image(index, brief, seed, request, run.step_context())
-            except AdapterError as exc:
-                run.fail(exc, f'design {index + 1}: image failed: {exc}', steps=per_design)
-                continue
-            run.advance()
-            publishing.spawn(publish_safely, run, image, index, brief, request)
+        for index, brief in enumerate(briefs):  # spawn waits for a free slot
+            drawing.spawn(draw_then_publish, run, index, brief, seed, request, publishing)
+        drawing.join()
         publishing.join()
     finally:
-        publishing.kill()  # a cancelled or timed-out attempt stops publishing too
+        drawing.kill()  # a cancelled or timed-out attempt stops all its work
+        publishing.kill()
     return run.finish()
+
+
+def draw_then_publish(run, index, brief, seed, request, publishing):
+    try:
+        image = generate_image(index, brief, seed, request, run.step_context())
+    except AdapterError as exc:
+        per_design = 1 + len(request['productTypes']) * len(run.ctx.publishers)
+        run.fail(exc, f'design {index + 1}: image failed: {exc}', steps=per_design)
+        return
+    run.advance()
+    publishing.spawn(publish_safely, run, image, index, brief, request)
 
 
 def publish_safely(run, image, index, brief, request):
@@ -1596,6 +1606,7 @@ class Run:
 
     def finish(self):
         """The result, or a JobFailure that carries it when anything failed."""
+        self.result['generatedImages'].sort(key=lambda entry: entry['index'])
         self.result['success'] = not self.failures
         self.result['totalTime'] = int((time.monotonic() - self.started) * 1000)
         if self.failures:
@@ -1624,7 +1635,7 @@ def generate_image(index, brief, seed, request, ctx):
                 f'{brief.image_prompt[:80]}')
         return ctx.image_backend.generate(spec, ctx)[0].to_dict()
 
-    with ctx.image_lane:  # one image at a time per job, in order
+    with ctx.image_lane:  # at most IMAGES_IN_FLIGHT per job, batch items included
         image = ctx.checkpoint(f'image:{index}', generate)
     check_source_size(image, ctx.settings.min_source_px)
     return image
@@ -1664,7 +1675,7 @@ def publish_design(run, image, index, brief, request):
 def image_entry(image, index, brief, ctx):
     """The result's record of one design: its source image and print files."""
     return {'id': f'img_{ctx.job_id.split("_")[-1]}_{ctx.prefix.replace(":", "")}{index}',
-            'url': ctx.file_url(image['path']), 'path': image['path'],
+            'index': index, 'url': ctx.file_url(image['path']), 'path': image['path'],
             'prompt': brief.image_prompt, 'title': brief.title,
             'width': image['width'], 'height': image['height'],
             'backend': image.get('backend', ctx.image_backend.name), 'seed': image.get('seed'),
@@ -1709,7 +1720,6 @@ def make_print_ready(data_dir, path, width, height, dpi=300):
     return {'path': str(target.relative_to(data_dir)), 'width': width, 'height': height}
 
 
-BATCH_ITEMS_IN_FLIGHT = 2  # the next item draws while the last one publishes
 
 
 def run_batch(request, ctx):

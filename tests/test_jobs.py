@@ -453,4 +453,7 @@ def test_the_next_design_is_drawn_while_the_last_one_publishes(engines, shape):
     assert took < 2.6, took
     spans = draws(engine)
     assert len(spans) == 4
-    assert all(end <= next_start + 0.01 for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    starts = sorted(start for start, _ in spans)
+    # At most two images in flight (one drawing, the next queued), started in order.
+    for start in starts:
+        assert sum(1 for s, e in spans if s <= start < e) <= 2
