@@ -24,6 +24,7 @@ LISTENING = re.compile(r'listening on (http://[\d.]+:\d+)')
 
 # Settings that keep tests quick; a test overrides any of them.
 FAST = {
+    'LOG_LEVEL': 'INFO',  # readiness is read from the INFO "listening on" line
     'RETRY_DELAY_MS': '100',
     'METRICS_INTERVAL_MS': '10000',
     'HEALTH_CHECK_INTERVAL_MS': '60000',
