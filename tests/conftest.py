@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -175,6 +176,17 @@ def engines(tmp_path):
 def engine(engines):
     """A fresh engine with the test plugins loaded."""
     return engines.start(CUSTOM_HANDLERS='testkit')
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    """A stand-in for systemd's NOTIFY_SOCKET: ``(path, receiving socket)``."""
+    path = str(tmp_path / 'notify.sock')
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(10)
+    yield path, listener
+    listener.close()
 
 
 @pytest.fixture

@@ -168,20 +168,13 @@ def test_the_journal_holds_one_line_per_change_not_per_progress_tick(engines, tm
     assert 2 <= len(puts) <= 5, [p['put']['status'] for p in puts]
 
 
-def test_systemd_is_told_ready_and_stopping(engines, tmp_path):
-    import socket
-    path = str(tmp_path / 'notify.sock')
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(path)
-    listener.settimeout(10)
-    try:
-        engine = engines.start(NOTIFY_SOCKET=path)
-        assert listener.recv(256) == b'READY=1'
-        assert engine.get('/health').status_code == 200
-        engine.stop()
-        assert listener.recv(256) == b'STOPPING=1'
-    finally:
-        listener.close()
+def test_systemd_is_told_ready_and_stopping(engines, notify_socket):
+    path, listener = notify_socket
+    engine = engines.start(NOTIFY_SOCKET=path)
+    assert listener.recv(256) == b'READY=1'
+    assert engine.get('/health').status_code == 200
+    engine.stop()
+    assert listener.recv(256) == b'STOPPING=1'
 
 
 def test_a_job_that_keeps_killing_the_engine_is_given_up(engines, tmp_path):

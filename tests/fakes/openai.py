@@ -63,7 +63,7 @@ import traceback
 
 import bottle
 import gevent
-from fakes.control import control_routes, reply
+from fakes.control import ApiError, control_routes, reply
 
 DEFAULT_SCENARIO = {
     'mode': 'valid',
@@ -227,16 +227,6 @@ def clip(text, max_tokens):
 
 
 # Fake state and plumbing (shared with anthropic.py) ########################
-
-class ApiError(Exception):
-    """An error answer: HTTP status, JSON body and extra headers."""
-
-    def __init__(self, status, body, headers=None):
-        super().__init__(body)
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
 
 class LlmFake:
     """Scenario, recorded requests and counters of one fake LLM server."""

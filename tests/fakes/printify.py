@@ -52,7 +52,6 @@ import base64
 import binascii
 import collections
 import copy
-import errno
 import hashlib
 import io
 import json
@@ -68,7 +67,8 @@ import bottle
 import gevent
 import requests
 from PIL import Image
-from fakes.control import control_routes as shared_control_routes, reply
+from fakes.control import ApiError, droppable, reply
+from fakes.control import control_routes as shared_control_routes
 
 DEFAULT_SCENARIO = {
     'token': 'test-printify-token',
@@ -193,16 +193,6 @@ def shipping_profile(provider):
 
 
 # Errors ####################################################################
-
-class ApiError(Exception):
-    """An error answer: HTTP status, JSON body and extra headers."""
-
-    def __init__(self, status, body, headers=None):
-        super().__init__(body)
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
 
 def invalid(code, reason, status=400):
     """A Printify validation error (8150, 8251, 8252, 8254)."""
@@ -911,22 +901,6 @@ def record(request):
 
 def body():
     return bottle.request.environ['fake.json']
-
-
-def droppable(app):
-    """Wrap a WSGI app so a handler can close the connection without any answer.
-
-    A handler sets ``environ['fake.drop']``; raising ECONNRESET here (outside
-    Bottle, which would turn it into a 500) makes gevent.pywsgi close the socket
-    silently before the first byte of the response is written.
-    """
-    def wsgi(environ, start_response):
-        result = app(environ, start_response)
-        if environ.get('fake.drop'):
-            raise ConnectionResetError(errno.ECONNRESET, 'fake dropped the connection')
-        return result
-    wsgi.bottle = app
-    return wsgi
 
 
 # Routes ####################################################################

@@ -69,7 +69,6 @@ import base64
 import collections
 import copy
 import decimal
-import errno
 import hashlib
 import io
 import json
@@ -78,7 +77,7 @@ import secrets
 import sys
 import time
 import traceback
-from fakes.control import control_routes, reply
+from fakes.control import droppable, control_routes, reply
 
 import bottle
 import gevent
@@ -2002,22 +2001,6 @@ class Pipeline:
             traceback.print_exc(file=sys.stderr)
             return reply({'errors': [{'message': 'Fake crashed.',
                                       'extensions': {'code': 'INTERNAL_SERVER_ERROR'}}]}, 500)
-
-
-def droppable(app):
-    """Wrap a WSGI app so a handler can close the connection without any answer.
-
-    A handler sets ``environ['fake.drop']``; raising ECONNRESET here (outside
-    Bottle, which would turn it into a 500) makes gevent.pywsgi close the socket
-    silently before the first byte of the response is written.
-    """
-    def wsgi(environ, start_response):
-        result = app(environ, start_response)
-        if environ.get('fake.drop'):
-            raise ConnectionResetError(errno.ECONNRESET, 'fake dropped the connection')
-        return result
-    wsgi.bottle = app
-    return wsgi
 
 
 def graphql_body(request):
