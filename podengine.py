@@ -586,17 +586,20 @@ def joined(path, name):
 class JobStore:
     """Where jobs live between restarts.
 
-    The engine keeps every job in memory and tells the store about each change;
-    the store makes those changes durable. ``save`` and ``delete`` return a
-    waitable: ``.get()`` returns once the change is on disk (or raises
-    StoreError). Reads never touch the disk after ``open``.
+    ``open`` returns the job table, a dict of job id to job that the engine
+    then owns. The engine tells the store about each change; the store makes
+    it durable. ``save`` and ``delete`` return a waitable: ``.get()`` returns
+    once the change is on disk (or raises StoreError). A store may swap a
+    finished job's dict in the table for an ArchivedJob, which keeps the few
+    fields the engine filters on in memory and reads the rest back from disk.
     """
 
     def open(self):
         """Load what is stored.
 
-        :return: ``(jobs, meta)``: the jobs in the order they were created and
-            the engine's counters (a dict, empty when nothing is stored)
+        :return: ``(jobs, meta)``: the job table, in the order the jobs were
+            created, and the engine's counters (a dict, empty when nothing
+            is stored)
         :raises StoreError: when stored data exists but cannot be read
         """
         raise NotImplementedError
@@ -628,7 +631,7 @@ class MemoryStore(JobStore):
     """ENABLE_PERSISTENCE=false: nothing outlives the process."""
 
     def open(self):
-        return [], {}
+        return {}, {}
 
     def save(self, job):
         return Done()
@@ -638,6 +641,222 @@ class MemoryStore(JobStore):
 
     def save_meta(self, meta):
         return Done()
+
+
+def job_texts(job):
+    """The job as users see it and its checkpoints, as two JSON texts."""
+    public = json.dumps({key: value for key, value in job.items() if key != 'checkpoints'})
+    return public, json.dumps(job.get('checkpoints', {}))
+
+
+def archive_line(job, public, checkpoints):
+    """The archive's line for a finished job, from its two JSON texts."""
+    summary = json.dumps({field: job.get(field) for field in ArchivedJob.FIELDS})
+    return f'{summary}\t{public}\t{checkpoints}\n'.encode('utf-8')
+
+
+class ArchivedJob:
+    """A finished job whose record is on disk, in the archive.
+
+    Reading ``job['status']`` and the other summary fields costs nothing;
+    ``public_text`` and ``load`` read the record back.
+    """
+
+    FIELDS = ('id', 'type', 'status', 'priority', 'createdAt', 'completedAt')
+    __slots__ = FIELDS + ('archive', 'segment', 'offset', 'public_size', 'checkpoints_size')
+
+    def __init__(self, summary, archive, segment, offset, public_size, checkpoints_size):
+        self.id = summary['id']
+        # Interned: 100k finished jobs share a handful of these strings.
+        self.type = sys.intern(summary['type'])
+        self.status = sys.intern(summary['status'])
+        self.priority = sys.intern(summary['priority'])
+        self.createdAt = summary['createdAt']
+        self.completedAt = summary['completedAt']
+        self.archive = archive
+        self.segment = segment
+        self.offset = offset
+        self.public_size = public_size
+        self.checkpoints_size = checkpoints_size
+
+    def __getitem__(self, key):
+        if key not in self.FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key, default=None):
+        return getattr(self, key) if key in self.FIELDS else default
+
+    def public_text(self):
+        """The job as users see it, logs included: JSON bytes."""
+        return self.archive.read(self.segment, self.offset, self.public_size)
+
+    def load(self):
+        """The whole job as a dict, checkpoints included."""
+        text = self.archive.read(self.segment, self.offset,
+                                 self.public_size + 1 + self.checkpoints_size)
+        job = json.loads(text[:self.public_size])
+        job['checkpoints'] = json.loads(text[self.public_size + 1:])
+        return job
+
+
+class Archive:
+    """Finished jobs in append-only segment files (``archive/000001.jsonl``).
+
+    Each line is ``summary TAB public job TAB checkpoints`` (JSON escapes tabs,
+    so a raw tab only ever separates parts), or ``{"del": id}`` to forget a
+    job. Start-up reads only the summaries; the rest is read when a user asks
+    for the job. A later line for the same job wins. A segment is removed once
+    it holds no live job and no older segment is left, so a forgetting line
+    never outlives the lines it forgets.
+    """
+
+    def __init__(self, folder, segment_bytes=64 << 20):
+        self.dir = Path(folder)
+        self.segment_bytes = segment_bytes
+        self.jobs = {}                    # job id -> ArchivedJob (the live lines)
+        self.live = collections.Counter()  # segment number -> live lines in it
+        self._readers = {}
+        self._active = 1
+
+    def path(self, segment):
+        return self.dir / f'{segment:06d}.jsonl'
+
+    def segments(self):
+        return sorted(int(path.stem) for path in self.dir.glob('*.jsonl')
+                      if path.stem.isdigit())
+
+    # Loading -----------------------------------------------------------------
+
+    def open(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        numbers = self.segments()
+        for segment in numbers:
+            self._scan(segment, last=segment == numbers[-1])
+        self._active = numbers[-1] if numbers else 1
+        return self.jobs
+
+    def _scan(self, segment, last):
+        path = self.path(segment)
+        summaries, places = [], []
+        offset = 0
+        with open(path, 'rb') as file:
+            for line in file:
+                if not line.endswith(b'\n'):
+                    self._cut_torn_line(path, offset, last)
+                    break
+                first = line.find(b'\t')
+                second = line.find(b'\t', first + 1)
+                summaries.append(line[:first] if first >= 0 else line)
+                places.append((offset + first + 1, second - first - 1, len(line) - second - 2)
+                              if first >= 0 else None)
+                offset += len(line)
+        for summary, place in zip(self._parse(summaries, path), places):
+            if place is None:
+                self.forget(summary['del'])
+            else:
+                self._add(ArchivedJob(summary, self, segment, *place))
+
+    @staticmethod
+    def _parse(summaries, path):
+        """All of a segment's summaries at once: one parse, not one per line."""
+        try:
+            return json.loads(b'[%s]' % b','.join(summaries))
+        except ValueError:
+            for number, summary in enumerate(summaries, 1):
+                try:
+                    json.loads(summary)
+                except ValueError:
+                    raise StoreError(f'{path} line {number} is unreadable; refusing to '
+                                     f'start and leaving it untouched') from None
+            raise
+
+    @staticmethod
+    def _cut_torn_line(path, offset, last):
+        """The last append was cut short by a crash: drop its partial line."""
+        if not last:
+            raise StoreError(f'{path} ends in a torn line; refusing to start '
+                             f'and leaving it untouched')
+        log.warning('ignored a torn last line in %s (a crash mid-write)', path)
+        with open(path, 'r+b') as file:
+            file.truncate(offset)
+            os.fsync(file.fileno())
+
+    def _add(self, job):
+        self.forget(job.id)
+        self.jobs[job.id] = job
+        self.live[job.segment] += 1
+
+    def forget(self, job_id):
+        """The job's line is no longer live (it was deleted or runs again)."""
+        job = self.jobs.pop(job_id, None)
+        if job is not None:
+            self.live[job.segment] -= 1
+
+    # Writing -----------------------------------------------------------------
+
+    def append(self, lines, forgotten):
+        """Append job lines and forgetting lines and fsync them (blocking: run
+        it in a thread). Returns ``(segment, offset)`` of each job line."""
+        lines = list(lines) + [b'{"del":%s}\n' % json.dumps(job_id).encode()
+                               for job_id in forgotten]
+        if not lines:
+            return []
+        path = self.path(self._active)
+        created = not path.exists()
+        places = []
+        with open(path, 'ab') as file:
+            offset = file.seek(0, os.SEEK_END)
+            for line in lines:
+                places.append((self._active, offset))
+                offset += len(line)
+            file.write(b''.join(lines))
+            file.flush()
+            os.fsync(file.fileno())
+        if created:
+            fsync_dir(self.dir)
+        if offset >= self.segment_bytes:
+            self._active += 1
+        return places
+
+    def add(self, line, segment, offset):
+        """Make an appended line live; returns its ArchivedJob."""
+        first = line.index(b'\t')
+        second = line.index(b'\t', first + 1)
+        job = ArchivedJob(json.loads(line[:first]), self, segment, offset + first + 1,
+                          second - first - 1, len(line) - second - 2)
+        self._add(job)
+        return job
+
+    def dead_segments(self):
+        """The oldest segments, up to the first that holds a live job."""
+        dead = []
+        for segment in self.segments():
+            if segment >= self._active or self.live[segment] > 0:
+                break
+            dead.append(segment)
+        return dead
+
+    def drop(self, segments):
+        for segment in segments:
+            reader = self._readers.pop(segment, None)
+            if reader is not None:
+                os.close(reader)
+            self.path(segment).unlink(missing_ok=True)
+            self.live.pop(segment, None)
+
+    # Reading -----------------------------------------------------------------
+
+    def read(self, segment, offset, size):
+        reader = self._readers.get(segment)
+        if reader is None:
+            reader = self._readers[segment] = os.open(self.path(segment), os.O_RDONLY)
+        return os.pread(reader, size, offset)
+
+    def close(self):
+        for reader in self._readers.values():
+            os.close(reader)
+        self._readers.clear()
 
 
 class AtomicJSONStorage(Storage):
@@ -688,22 +907,32 @@ def fsync_dir(path):
 
 
 class JournalStore(JobStore):
-    """An append-only journal, compacted now and then into a TinyDB file.
+    """Live jobs made durable by a journal and a TinyDB file; finished jobs
+    moved to the archive.
 
     Each change is one JSON line in ``journal.jsonl``. One writer greenlet
     appends whatever changes have queued up and fsyncs once for all of them
     (group commit), so many concurrent submits share one fsync and the cost of
     a change does not grow with the number of stored jobs. After
-    ``compact_every`` lines the whole state is written to ``jobs.json`` (a
-    TinyDB database written atomically) and the journal starts over.
+    ``compact_every`` lines the store compacts: jobs that finished since the
+    last time are appended to the archive and leave memory (the table gets an
+    ArchivedJob in their place), the jobs still pending or running are written
+    to ``jobs.json`` (a TinyDB database written atomically), and the journal
+    starts over. Compaction so costs as much as the live jobs, never as much
+    as the whole history, and memory holds the live jobs plus a small summary
+    of each finished one.
     """
 
     def __init__(self, data_dir, compact_every=5000):
         self.dir = Path(data_dir)
         self.journal_path = self.dir / 'journal.jsonl'
         self.db = TinyDB(self.dir / 'jobs.json', storage=AtomicJSONStorage)
+        self.archive = Archive(self.dir / 'archive')
         self.compact_every = compact_every
-        self._docs = {}  # job id -> its JSON text as last saved
+        self.jobs = {}
+        self._docs = {}          # live job id -> its JSON text as last saved
+        self._finished = {}      # job id -> (job, archive line): to archive next
+        self._forgotten = set()  # deleted since the last compaction
         self._meta = '{}'
         self._lines = []
         self._batch = gevent.event.AsyncResult()
@@ -712,21 +941,26 @@ class JournalStore(JobStore):
         self._closing = False
         self._journal = None
         self._writer = None
+        self._compacting = gevent.lock.Semaphore()
 
     # Loading -----------------------------------------------------------------
 
     def open(self):
-        jobs, meta = self._read_snapshot()
-        torn = self._replay_journal(jobs, meta)
-        for job_id, job in jobs.items():
-            self._docs[job_id] = json.dumps(job)
+        archived = self.archive.open()
+        live, meta = self._read_snapshot()
+        torn = self._replay_journal(live, meta)
+        for job in live.values():
+            self.archive.forget(job['id'])  # its live state is newer
+            self._track(job)
+        self.jobs = {job['id']: job for job in sorted(
+            [*archived.values(), *live.values()], key=lambda job: (job['createdAt'], job['id']))}
         self._meta = json.dumps(meta)
         self._compact()  # also drops a torn last line for good
         if torn:
             log.warning('ignored a torn last line in %s (a crash mid-write)', self.journal_path)
         self._journal = open(self.journal_path, 'ab', buffering=0)
         self._writer = gevent.spawn(self._write_loop)
-        return list(jobs.values()), meta
+        return self.jobs, meta
 
     def _read_snapshot(self):
         jobs = {job['id']: dict(job) for job in self.db.table('jobs').all()}
@@ -751,12 +985,13 @@ class JournalStore(JobStore):
             self._apply(entry, jobs, meta)
         return False
 
-    @staticmethod
-    def _apply(entry, jobs, meta):
+    def _apply(self, entry, jobs, meta):
         if 'put' in entry:
             jobs[entry['put']['id']] = entry['put']
         elif 'del' in entry:
             jobs.pop(entry['del'], None)
+            self.archive.forget(entry['del'])
+            self._forgotten.add(entry['del'])
         elif 'meta' in entry:
             meta.clear()
             meta.update(entry['meta'])
@@ -764,12 +999,26 @@ class JournalStore(JobStore):
     # Writing -----------------------------------------------------------------
 
     def save(self, job):
-        text = json.dumps(job)
+        return self._append('{"put":%s}\n' % self._track(job))
+
+    def _track(self, job):
+        """Remember the job's JSON text, and its archive line once it has
+        finished; returns the text."""
+        public, checkpoints = job_texts(job)
+        text = f'{public[:-1]},"checkpoints":{checkpoints}}}'
         self._docs[job['id']] = text
-        return self._append('{"put":%s}\n' % text)
+        self.archive.forget(job['id'])  # a retried job lives again
+        if job['status'] in FINISHED:
+            self._finished[job['id']] = (job, archive_line(job, public, checkpoints))
+        else:
+            self._finished.pop(job['id'], None)
+        return text
 
     def delete(self, job_id):
         self._docs.pop(job_id, None)
+        self._finished.pop(job_id, None)
+        self.archive.forget(job_id)
+        self._forgotten.add(job_id)
         return self._append('{"del":%s}\n' % json.dumps(job_id))
 
     def save_meta(self, meta):
@@ -822,19 +1071,47 @@ class JournalStore(JobStore):
         try:
             self._compact()
         except OSError as exc:  # the journal still holds everything: try again later
-            log.error('could not write %s: %s', self.db.storage.path, exc)
+            log.error('could not compact the store in %s: %s', self.dir, exc)
             self._since_compact = self.compact_every // 2
 
-    def _snapshot_text(self):
+    def _compact(self):
+        """Archive the jobs that finished, write the live ones to the TinyDB
+        file, then empty the journal.
+
+        Everything is taken from one moment (no switch happens until the
+        first write): changes made while the files are written are in the
+        journal's next batch, and a job changed meanwhile stays in memory.
+        """
+        with self._compacting:
+            self._compact_now()
+
+    def _compact_now(self):
+        moving = {job_id: (job, line, self._docs[job_id])
+                  for job_id, (job, line) in self._finished.items()}
+        forgotten, dead = self._forgotten, self.archive.dead_segments()
+        snapshot = self._snapshot_text(text for job_id, text in self._docs.items()
+                                       if job_id not in moving)
+        self._finished, self._forgotten = {}, set()
+        try:
+            places = run_in_thread(self.archive.append,
+                                   [line for _, line, _ in moving.values()], forgotten)
+            run_in_thread(self.db.storage.write_text, snapshot)
+            self._restart_journal()
+        except OSError:
+            self._finished = {**{job_id: entry[:2] for job_id, entry in moving.items()},
+                              **self._finished}
+            self._forgotten |= forgotten
+            raise
+        self._evict(moving, places)
+        self.archive.drop(dead)
+
+    def _snapshot_text(self, docs):
         # Built from the JSON each job was saved as, so no job dict is
         # serialised here and nothing can change under the writer thread.
-        jobs = ','.join('"%d":%s' % pair for pair in enumerate(self._docs.values(), 1))
+        jobs = ','.join('"%d":%s' % pair for pair in enumerate(docs, 1))
         return '{"jobs":{%s},"meta":{"1":%s}}' % (jobs, self._meta)
 
-    def _compact(self):
-        """Write the whole state to the TinyDB file, then empty the journal."""
-        text = self._snapshot_text()
-        run_in_thread(self.db.storage.write_text, text)
+    def _restart_journal(self):
         if self._journal is not None:
             self._journal.close()
         self.journal_path.write_bytes(b'')
@@ -842,6 +1119,16 @@ class JournalStore(JobStore):
         if self._journal is not None:
             self._journal = open(self.journal_path, 'ab', buffering=0)
         self._since_compact = 0
+
+    def _evict(self, moving, places):
+        """Finished jobs leave memory: the table gets their ArchivedJob."""
+        for (job_id, (job, line, text)), (segment, offset) in zip(moving.items(), places):
+            if self._docs.get(job_id) is not text:
+                continue  # changed while being archived: it stays live
+            del self._docs[job_id]
+            archived = self.archive.add(line, segment, offset)
+            if self.jobs.get(job_id) is job:
+                self.jobs[job_id] = archived
 
     def close(self):
         if self._writer is None:
@@ -851,6 +1138,7 @@ class JournalStore(JobStore):
         self._writer.join()
         self._compact_or_log()
         self._journal.close()
+        self.archive.close()
         self._writer = None
 
 
@@ -941,8 +1229,20 @@ def new_job(job_type, request, priority, max_retries):
 
 def public_job(job, logs=True):
     """The job as users see it: no checkpoints, and logs only when asked."""
+    if isinstance(job, ArchivedJob):
+        shown = json.loads(job.public_text())
+        if not logs:
+            shown.pop('logs', None)
+        return shown
     hidden = ('checkpoints',) if logs else ('checkpoints', 'logs')
     return {key: value for key, value in job.items() if key not in hidden}
+
+
+def public_json(job):
+    """``public_job(job)`` as JSON bytes; an archived job's are read as stored."""
+    if isinstance(job, ArchivedJob):
+        return job.public_text()
+    return json.dumps(public_job(job)).encode('utf-8')
 
 
 IMAGES_IN_FLIGHT = 2  # one drawing, the next queued: the GPU never waits for us
@@ -1061,11 +1361,9 @@ class Engine:
         """Take DATA_DIR, load the stored jobs and put interrupted ones back."""
         if self.settings.enable_persistence:
             self._lock_data_dir()
-        jobs, meta = self.store.open()
+        self.jobs, meta = self.store.open()
         self.meta.update(meta)
-        for job in jobs:
-            self.jobs[job['id']] = job
-            self.counts[job['status']] += 1
+        self.counts.update(job['status'] for job in self.jobs.values())
         self._recover()
 
     def _lock_data_dir(self):
@@ -1196,6 +1494,8 @@ class Engine:
         job = self.get(job_id)
         if job['status'] not in (FAILED, CANCELLED):
             raise Conflict('Cannot retry job')
+        if isinstance(job, ArchivedJob):
+            job = self.jobs[job_id] = job.load()
         self.stats['retries'] += 1
         if job['status'] == FAILED:
             self.meta['failedJobs'] -= 1
@@ -2214,15 +2514,8 @@ def add_job_routes(app, engine, limit):
             jobs.reverse()
         offset = query_int(query, 'offset', 0)
         limit = query_int(query, 'limit', None)
-        jobs = jobs[offset:None if limit is None else offset + limit]
-        # Listing thousands of jobs is the one slow read: hand the hub back now
-        # and then so other requests are not kept waiting behind it.
-        listed = []
-        for number, job in enumerate(jobs):
-            listed.append(public_job(job))
-            if number % 500 == 499:
-                gevent.sleep(0)
-        return listed
+        bottle.response.content_type = 'application/json'
+        return stream_jobs(jobs[offset:None if limit is None else offset + limit])
 
     @app.get('/api/jobs/<job_id>')
     def get_job(job_id):
@@ -2259,6 +2552,24 @@ def add_generate_routes(app, engine, limit):
         engine.schemas.check('BatchBody', body)
         request = finish_request(engine, 'batch', {'items': body['items']})
         return created(engine, 'batch', request, body)
+
+
+def stream_jobs(jobs, chunk=200):
+    """A job list as a JSON array, sent a chunk at a time: listing 100k jobs
+    neither holds the hub for long nor builds the whole body in memory."""
+    yield b'['
+    for start in range(0, len(jobs), chunk):
+        parts = [part for part in map(listed_json, jobs[start:start + chunk]) if part]
+        yield (b',' if start and parts else b'') + b','.join(parts)
+        gevent.sleep(0)  # let other requests in between chunks
+    yield b']'
+
+
+def listed_json(job):
+    try:
+        return public_json(job)
+    except OSError:  # removed from the archive since the list was taken
+        return b''
 
 
 def finish_request(engine, job_type, request, where=''):

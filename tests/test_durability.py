@@ -132,18 +132,30 @@ def test_only_one_engine_per_data_dir(engines, tmp_path):
     assert 'in use by another POD Engine' in second.log()
 
 
-def test_snapshot_is_a_tinydb_database(engines, tmp_path):
+def test_live_jobs_in_tinydb_and_finished_ones_in_the_archive(engines, tmp_path):
     from tinydb import TinyDB
     data = tmp_path / 'data'
-    first = engines.start(data, CUSTOM_HANDLERS='testkit')
-    job_id = first.submit(sleep_job(0))
-    first.wait_for(job_id, 'completed')
+    first = engines.start(data, CUSTOM_HANDLERS='testkit', MAX_CONCURRENT_JOBS='1')
+    done_id = first.submit(sleep_job(0))
+    first.wait_for(done_id, 'completed')
+    shown = first.get(f'/api/jobs/{done_id}').json()
+    waiting_id = first.submit(sleep_job(60))
+    queued_id = first.submit(sleep_job(0))
+    first.wait_for(waiting_id, 'running')
     assert first.stop() == 0
     with TinyDB(data / 'jobs.json') as db:
-        [job] = db.table('jobs').all()
-        assert job['id'] == job_id and job['status'] == 'completed'
+        assert {job['id']: job['status'] for job in db.table('jobs').all()} == {
+            waiting_id: 'pending', queued_id: 'pending'}
         assert db.table('meta').all()[0]['completedJobs'] == 1
     assert (data / 'journal.jsonl').read_text() == ''
+    [line] = (data / 'archive' / '000001.jsonl').read_text().splitlines()
+    summary, public, checkpoints = (json.loads(part) for part in line.split('\t'))
+    assert summary['id'] == done_id and summary['status'] == 'completed'
+    assert public == shown and isinstance(checkpoints, dict)
+    second = engines.start(data, CUSTOM_HANDLERS='testkit', MAX_CONCURRENT_JOBS='1')
+    assert second.get(f'/api/jobs/{done_id}').json() == shown
+    assert [job['id'] for job in second.get('/api/jobs').json()] == [
+        done_id, waiting_id, queued_id]
 
 
 def test_memory_only_mode_writes_no_store(engines, tmp_path):
@@ -190,3 +202,28 @@ def test_a_job_that_keeps_killing_the_engine_is_given_up(engines, tmp_path):
             engine.kill9()
     job = engine.wait_for(job_id, 'failed')
     assert 'too many times' in job['error'] and job['retryCount'] == 2
+
+
+def test_an_archived_job_retries_from_its_checkpoints_and_cleanup_forgets_it(engines, tmp_path):
+    data = tmp_path / 'data'
+    first = engines.start(data, CUSTOM_HANDLERS='testkit')
+    failed_id = first.submit({'type': 'custom', 'maxRetries': 0,
+                              'request': {'handler': 'steps', 'steps': 3, 'failAt': 1}})
+    first.wait_for(failed_id, 'failed')
+    done_id = first.submit(sleep_job(0))
+    first.wait_for(done_id, 'completed')
+    assert first.stop() == 0
+    assert len((data / 'archive' / '000001.jsonl').read_text().splitlines()) == 2
+
+    second = engines.start(data, CUSTOM_HANDLERS='testkit')
+    assert second.post(f'/api/jobs/{failed_id}/retry').status_code == 200
+    job = second.wait_for(failed_id, 'completed')
+    assert job['result'] == {'steps': [0, 10, 20]}
+    assert trace(second, f'steps-{failed_id}') == ['0', '1', '1', '2']  # step 0 ran once
+    assert second.post('/api/jobs/cleanup', json={'maxAge': 0}).json() == {'cleared': 2}
+    assert second.stop() == 0
+
+    third = engines.start(data, CUSTOM_HANDLERS='testkit')
+    assert third.get('/api/jobs').json() == []
+    assert third.get(f'/api/jobs/{done_id}').status_code == 404
+    assert third.get('/api/metrics').json()['completedJobs'] == 2

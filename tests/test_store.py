@@ -1,0 +1,145 @@
+"""The job store on its own: the journal, the TinyDB file and the archive.
+
+These drive a real JournalStore in a temporary folder, in this process (the
+store is plain gevent code); the engine-level behaviour over HTTP is in
+test_durability.py.
+"""
+
+import json
+
+import gevent
+import pytest
+
+import podengine
+from podengine import ArchivedJob, JournalStore, StoreError
+
+
+def finished(number, status='completed', **fields):
+    job = podengine.new_job('custom', {'handler': 'sleep', 'seconds': number}, 'normal', 3)
+    job.update(id=f'job_{number:05d}', createdAt=1_000 + number, status=status,
+               completedAt=2_000 + number, result={'n': number},
+               checkpoints={'step': number}, **fields)
+    job['logs'].append({'timestamp': 1, 'message': f'line {number}\twith a tab', 'type': 'INFO'})
+    return job
+
+
+def opened(folder, **options):
+    store = JournalStore(folder, **options)
+    jobs, meta = store.open()
+    return store, jobs, meta
+
+
+def save_all(store, jobs, table):
+    for job in jobs:
+        table[job['id']] = job
+        last = store.save(job)
+    last.get()
+
+
+def test_finished_jobs_move_to_the_archive_and_read_back_whole(tmp_path):
+    store, table, _ = opened(tmp_path)
+    jobs = [finished(n) for n in range(3)] + [finished(3, status='pending')]
+    save_all(store, jobs, table)
+    store._compact()
+    assert [type(job).__name__ for job in table.values()] == ['ArchivedJob'] * 3 + ['dict']
+    archived = table['job_00001']
+    assert archived['status'] == 'completed' and archived['completedAt'] == 2_001
+    assert json.loads(archived.public_text()) == podengine.public_job(jobs[1])
+    assert archived.load() == jobs[1]
+    with pytest.raises(KeyError):
+        archived['result']  # not in memory: read it with load()
+    store.close()
+
+    store, table, _ = opened(tmp_path)
+    assert list(table) == [job['id'] for job in jobs]
+    assert [podengine.public_job(job) for job in table.values()] == [
+        podengine.public_job(job) for job in jobs]
+    assert isinstance(table['job_00003'], dict)  # still pending: in memory
+    store.close()
+
+
+def test_a_retried_job_lives_again_and_its_new_end_wins(tmp_path):
+    store, table, _ = opened(tmp_path)
+    save_all(store, [finished(1, status='failed')], table)
+    store._compact()
+    job = table['job_00001'] = table['job_00001'].load()
+    job.update(status='pending', completedAt=None)
+    store.save(job).get()
+    store.close()
+
+    store, table, _ = opened(tmp_path)
+    assert table['job_00001']['status'] == 'pending'
+    job = table['job_00001']
+    job.update(status='completed', completedAt=9_999)
+    store.save(job).get()
+    store.close()
+
+    store, table, _ = opened(tmp_path)
+    assert isinstance(table['job_00001'], ArchivedJob)
+    assert table['job_00001'].load()['completedAt'] == 9_999
+    store.close()
+
+
+def test_deleted_jobs_stay_deleted_and_dead_segments_go(tmp_path):
+    store = JournalStore(tmp_path)
+    store.archive.segment_bytes = 1  # one segment per compaction
+    table, _ = store.open()
+    for number in range(4):
+        save_all(store, [finished(number)], table)
+        store._compact()
+    segments = store.archive.segments()
+    assert len(segments) == 4
+    for job_id in ('job_00000', 'job_00001', 'job_00003'):
+        del table[job_id]
+        store.delete(job_id).get()
+    store._compact()
+    # The two oldest hold nothing live any more. The fourth does not either,
+    # but the third, older, still holds a job: segments go oldest first.
+    assert store.archive.segments() == segments[2:] + [segments[-1] + 1]
+    store.close()
+
+    store, table, _ = opened(tmp_path)
+    assert list(table) == ['job_00002']
+    store.close()
+
+
+def test_a_job_changed_while_being_archived_stays_live(tmp_path):
+    store, table, _ = opened(tmp_path)
+    job = finished(1, status='failed')
+    save_all(store, [job], table)
+    compaction = gevent.spawn(store._compact)
+    gevent.sleep(0)  # the compaction is now writing, in a thread
+    job.update(status='pending', completedAt=None)
+    store.save(job).get()
+    compaction.join()
+    assert table['job_00001'] is job
+    store.close()
+
+    store, table, _ = opened(tmp_path)
+    assert table['job_00001']['status'] == 'pending'
+    store.close()
+
+
+def test_a_torn_last_archive_line_is_dropped(tmp_path, caplog):
+    store, table, _ = opened(tmp_path)
+    save_all(store, [finished(1), finished(2)], table)
+    store.close()
+    segment = tmp_path / 'archive' / '000001.jsonl'
+    whole = segment.read_bytes()
+    segment.write_bytes(whole[:-40])  # the second line cut short
+    store, table, _ = opened(tmp_path)
+    assert list(table) == ['job_00001']
+    assert 'torn last line' in caplog.text
+    store.close()
+
+
+def test_an_unreadable_archive_line_stops_the_start_and_is_left_alone(tmp_path):
+    store, table, _ = opened(tmp_path)
+    save_all(store, [finished(1), finished(2)], table)
+    store.close()
+    segment = tmp_path / 'archive' / '000001.jsonl'
+    damaged = b'not json\n' + segment.read_bytes()
+    segment.write_bytes(damaged)
+    with pytest.raises(StoreError, match='000001.jsonl'):
+        JournalStore(tmp_path).open()
+    assert segment.read_bytes() == damaged
