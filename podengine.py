@@ -1,9 +1,10 @@
 """POD Engine: prompts in, print-on-demand products out.
 
 One process serves an HTTP API (Bottle on gevent), runs jobs from a priority
-queue on greenlet workers, keeps every job durable on disk (an fsynced journal
-compacted into a TinyDB file) and streams live events over Socket.IO and a
-plain WebSocket (``/ws``).
+queue on greenlet workers, keeps every job durable on disk (an fsynced journal,
+compacted into a TinyDB file of the live jobs and an append-only archive of
+the finished ones) and streams live events over Socket.IO and a plain
+WebSocket (``/ws``).
 
 A ``generate`` job writes design briefs (prompt and listing copy), draws each
 design with the image backend, makes it print-ready and creates one product
