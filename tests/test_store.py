@@ -143,3 +143,20 @@ def test_an_unreadable_archive_line_stops_the_start_and_is_left_alone(tmp_path):
     with pytest.raises(StoreError, match='000001.jsonl'):
         JournalStore(tmp_path).open()
     assert segment.read_bytes() == damaged
+
+
+def test_synced_waits_for_every_change_saved_so_far(tmp_path):
+    store, table, _ = opened(tmp_path)
+    assert store.synced().get() is None  # nothing pending: ready at once
+    job = finished(1, status='running')
+    table[job['id']] = job
+    store.save(job)
+    waiting = store.synced()
+    assert not waiting.ready()
+    gevent.sleep(0)  # the writer takes the batch: it is now in flight
+    in_flight = store.synced()
+    assert in_flight is waiting and not in_flight.ready()
+    in_flight.get()
+    assert b'"status": "running"' in (tmp_path / 'journal.jsonl').read_bytes()
+    assert store.synced().ready()
+    store.close()
