@@ -9,7 +9,9 @@ spending the job's retry budget, and turns every other failure into an
 retry can help.
 """
 
+import bisect
 import collections
+import contextlib
 import logging
 import random
 import time
@@ -24,46 +26,110 @@ log = logging.getLogger('podengine.api')
 
 
 class RateLimiter:
-    """At most ``limit`` acquisitions in any ``period`` seconds (sliding window)."""
+    """At most ``limit`` requests in any ``period`` seconds (sliding window),
+    as the platform counts them, whatever the network does to each request.
 
-    def __init__(self, limit, period):
+    The platform counts a request at some moment between our sending it and
+    our reading its answer, and how long that takes varies (a 5 MB upload on
+    a slow link: seconds; a GET: milliseconds). So a request holds a place
+    from ``acquire`` until its answer is in (``release``), and the place is
+    free again one ``period`` after that answer. Why that is enough: take the
+    request of any ``limit + 1`` that the platform counted within one period
+    which we sent last, at time s. Each of the others was counted after
+    s - period (they all fall in one period and this one was counted at s or
+    later), so none had its answer back by s - period: at s, all ``limit``
+    of them still held their places, and the limiter would not have let this
+    one go. So no margin for network delays is needed, however uneven;
+    ``clock`` and ``sleep`` are injectable for tests/test_rate_limiter.py.
+    """
+
+    def __init__(self, limit, period, clock=time.monotonic, sleep=gevent.sleep):
         self.limit = limit
-        # The platform counts a request when it arrives, later than we send it
-        # and not always by the same delay: a slightly longer window keeps a
-        # request that left early and arrived late from pushing one over.
-        self.period = period * 1.05 + 0.05
-        self._times = collections.deque()
+        # Our clock and the platform's may run at different rates (NTP slews a
+        # clock by at most 500 ppm: 0.1 % apart if both go opposite ways), and
+        # it may round its timestamps to the millisecond: hence 0.1 % + 1 ms.
+        self.period = period * 1.001 + 0.001
+        # A request that failed without an answer (a timeout, a dropped
+        # connection) may still be counted after we gave up on it: its place
+        # stays taken 5 % of the period + 50 ms longer.
+        self.unanswered_grace = period * 0.05 + 0.05
+        self._clock = clock
+        self._sleep = sleep
+        self._sending = 0       # acquired, answer not in yet
+        self._answered = []     # when the answers of the others came, ascending
         self._blocked_until = 0.0
         self._lock = gevent.lock.Semaphore()
         self.waits = 0        # acquisitions that had to wait (for /metrics)
         self.waited = 0.0     # seconds spent waiting
 
     def acquire(self):
-        """Wait until one more request fits in the window; returns the wait."""
+        """Wait until one more request fits in the window; returns the wait.
+        Call ``release`` once its answer is in, or it failed (``slot`` does both)."""
         waited = 0.0
         with self._lock:  # one waiter at a time keeps the order fair
             while (pause := self._pause()) > 0:
                 waited += pause
-                gevent.sleep(pause)
-            self._times.append(time.monotonic())
+                self._sleep(pause)
+            self._sending += 1
         if waited:
             self.waits += 1
             self.waited += waited
         return waited
 
-    def _pause(self):
-        now = time.monotonic()
-        while self._times and now - self._times[0] >= self.period:
-            self._times.popleft()
-        if now < self._blocked_until:
-            return self._blocked_until - now
-        if len(self._times) < self.limit:
-            return 0.0
-        return self.period - (now - self._times[0]) + 0.001
+    def release(self, answered=True):
+        """The request's answer is in; ``answered=False``: it failed without one."""
+        self._sending -= 1
+        grace = 0.0 if answered else self.unanswered_grace
+        bisect.insort(self._answered, self._clock() + grace)
+
+    @contextlib.contextmanager
+    def slot(self):
+        """``acquire``, the request (the with-block), then ``release``."""
+        self.acquire()
+        answered = False
+        try:
+            yield
+            answered = True
+        finally:
+            self.release(answered)
 
     def penalise(self, seconds):
         """After a 429: take nothing more for ``seconds``."""
-        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def _pause(self):
+        now = self._clock()
+        del self._answered[:bisect.bisect_right(self._answered, now - self.period)]
+        if now < self._blocked_until:
+            return self._blocked_until - now
+        free = self.limit - self._sending  # places for answered requests and this one
+        if len(self._answered) < free:
+            return 0.0
+        if free <= 0:
+            # Every place is held by a request still waiting for its answer:
+            # none frees sooner than a period from now; look again then.
+            return self.period
+        return self._answered[len(self._answered) - free] + self.period - now + 0.001
+
+
+class KeyedLocks:
+    """One lock per key, for work that concurrent callers must do only once
+    (the second caller waits, then finds the first one's result)."""
+
+    def __init__(self):
+        self._locks = {}  # key -> [Semaphore, holders and waiters]
+
+    @contextlib.contextmanager
+    def hold(self, key):
+        entry = self._locks.setdefault(key, [gevent.lock.Semaphore(), 0])
+        entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[key]
 
 
 class WaitTally:
@@ -110,9 +176,10 @@ class ApiClient:
     def call(self, method, path, **kwargs):
         """Send one request; the decoded JSON body (or None when empty)."""
         for attempt in range(1, self.max_waits + 1):
-            for limiter in self.limiters_for(method, path):
-                limiter.acquire()
-            response = self._send(method, path, **kwargs)
+            with contextlib.ExitStack() as places:
+                for limiter in self.limiters_for(method, path):
+                    places.enter_context(limiter.slot())
+                response = self._send(method, path, **kwargs)
             wait = self._wait_before_retry(method, path, response, attempt)
             if wait is None:
                 return self._result(method, path, response)

@@ -21,7 +21,7 @@ import time
 
 import gevent
 
-from adapters.api import ApiClient, RateLimiter
+from adapters.api import ApiClient, KeyedLocks, RateLimiter
 from adapters.base import AdapterError, ConfigError, Publisher
 
 log = logging.getLogger('podengine.printify')
@@ -51,12 +51,14 @@ class PrintifyClient(ApiClient):
                 'Content-Type': 'application/json'}
 
     def limiters_for(self, method, path):
-        limiters = [self.limits['all']]
+        # The narrow limit first: a request waiting for it holds no place in
+        # the global window, which every other request needs.
+        limiters = []
         if path.startswith('/catalog/'):
             limiters.append(self.limits['catalog'])
         if path.endswith('/publish.json'):
             limiters.append(self.limits['publish'])
-        return limiters
+        return limiters + [self.limits['all']]
 
     def reason(self, response):
         try:
@@ -71,20 +73,26 @@ class PrintifyClient(ApiClient):
 
 class Catalog:
     """Blueprint, provider, variants and print area of each product type,
-    resolved once through the catalogue and cached in ``path``."""
+    resolved once through the catalogue and cached in ``path``. Designs
+    published at the same time wait for one lookup rather than each making
+    their own (every catalogue call counts against the rate limits)."""
 
     def __init__(self, client, path):
         self.client = client
         self.path = path
         self._entries = None
+        self._blueprints = None
+        self._resolving = KeyedLocks()
 
     def resolve(self, product_type):
         spec = printify_spec(product_type)
         key = json.dumps([spec, product_type.colors, product_type.sizes])
         entries = self._load()
         if key not in entries:
-            entries[key] = self._lookup(spec, product_type)
-            self._save()
+            with self._resolving.hold(key):
+                if key not in entries:
+                    entries[key] = self._lookup(spec, product_type)
+                    self._save()
         return entries[key]
 
     def _lookup(self, spec, product_type):
@@ -100,12 +108,24 @@ class Catalog:
                                                           variants)}
 
     def _blueprint(self, spec):
-        for blueprint in self.client.call('GET', '/catalog/blueprints.json'):
-            if same(blueprint.get('brand'), spec['brand']) and \
-                    same(blueprint.get('model'), spec['model']):
-                return blueprint
+        for fresh in (False, True):  # a list kept from earlier may predate the blueprint
+            for blueprint in self._all_blueprints(fresh):
+                if same(blueprint.get('brand'), spec['brand']) and \
+                        same(blueprint.get('model'), spec['model']):
+                    return blueprint
         raise AdapterError(f'printify: no blueprint for {spec["brand"]} {spec["model"]} in '
                            f'the catalogue', adapter='printify', retryable=False)
+
+    def _all_blueprints(self, fresh=False):
+        """The catalogue's blueprints, fetched once for every product type; kept
+        with only the fields a lookup reads, not each one's description and images."""
+        with self._resolving.hold('blueprints.json'):
+            if self._blueprints is None or fresh:
+                self._blueprints = [
+                    {field: blueprint[field] for field in ('id', 'title', 'brand', 'model')
+                     if field in blueprint}
+                    for blueprint in self.client.call('GET', '/catalog/blueprints.json')]
+        return self._blueprints
 
     def _provider(self, blueprint_id, spec):
         providers = self.client.call('GET', f'/catalog/blueprints/{blueprint_id}/'
@@ -197,6 +217,7 @@ class PrintifyPublisher(Publisher):
                                'printify-catalog.json')
         self.dry_run = settings.dry_run
         self._shop = None
+        self._once = KeyedLocks()  # steps two product types of a design share
 
     def describe(self):
         return 'printify (dry run)' if self.dry_run else 'printify'
@@ -216,16 +237,20 @@ class PrintifyPublisher(Publisher):
     def shop(self):
         """``{id, sales_channel}`` of PRINTIFY_SHOP_ID, or of the only shop."""
         if self._shop is None:
-            shops = self.client.call('GET', '/shops.json') or []
-            wanted = str(self.settings.printify_shop_id or '')
-            matches = [s for s in shops if str(s['id']) == wanted] if wanted else shops
-            if len(matches) != 1:
-                ids = ', '.join(str(s['id']) for s in shops) or 'none'
-                raise AdapterError(f'printify: set PRINTIFY_SHOP_ID to one of the token\'s '
-                                   f'shops ({ids})', adapter='printify', retryable=False)
-            self._shop = {'id': matches[0]['id'],
-                          'sales_channel': matches[0].get('sales_channel', '')}
+            with self._once.hold('shop'):  # designs publishing at once share one lookup
+                if self._shop is None:
+                    self._shop = self.find_shop()
         return self._shop
+
+    def find_shop(self):
+        shops = self.client.call('GET', '/shops.json') or []
+        wanted = str(self.settings.printify_shop_id or '')
+        matches = [s for s in shops if str(s['id']) == wanted] if wanted else shops
+        if len(matches) != 1:
+            ids = ', '.join(str(s['id']) for s in shops) or 'none'
+            raise AdapterError(f'printify: set PRINTIFY_SHOP_ID to one of the token\'s '
+                               f'shops ({ids})', adapter='printify', retryable=False)
+        return {'id': matches[0]['id'], 'sales_channel': matches[0].get('sales_channel', '')}
 
     def syncs_to_shopify(self):
         """True when publishing on Printify already creates the Shopify product."""
@@ -239,11 +264,12 @@ class PrintifyPublisher(Publisher):
         tag = f'{artwork.key}:{product_type.key}'
         if self.dry_run:
             return self.rehearse(shop_id, plan, artwork, product_type, brief, auto_publish)
-        image_id = ctx.checkpoint(f'printify:upload:{artwork.path}',
-                                  lambda: self.upload(artwork, ctx))
+        image_id = self.upload_once(artwork, ctx)
         body = product_body(plan, image_id, brief, product_type)
         product = self.create_once(shop_id, body, tag, ctx)
-        ctx.checkpoint(f'printify:priced:{tag}', lambda: self.keep_margin(shop_id, product, ctx))
+        if self.under_margin(product):  # when none is, there is nothing to do or record
+            ctx.checkpoint(f'printify:priced:{tag}',
+                           lambda: self.keep_margin(shop_id, product, ctx))
         external = None
         if auto_publish:
             ctx.checkpoint(f'printify:publish:{tag}',
@@ -251,6 +277,13 @@ class PrintifyPublisher(Publisher):
             external = ctx.checkpoint(f'printify:external:{tag}',
                                       lambda: self.follow(shop_id, product['id'], ctx))
         return self.result(product, product_type, brief, auto_publish, external)
+
+    def upload_once(self, artwork, ctx):
+        """The upload id of ``artwork``: product types that share a print file
+        (published side by side) share one upload."""
+        key = f'printify:upload:{artwork.path}'
+        with self._once.hold((ctx.job_id, key)):
+            return ctx.checkpoint(key, lambda: self.upload(artwork, ctx))
 
     def upload(self, artwork, ctx):
         name = artwork.path.rsplit('/', 1)[-1]
@@ -293,12 +326,17 @@ class PrintifyPublisher(Publisher):
                 return None
         return None
 
+    def under_margin(self, product):
+        """The enabled variants under MIN_MARGIN_PERCENT over cost, at their floor."""
+        percent = self.settings.min_margin_percent
+        return [{'id': v['id'], 'price': margin_floor(v['cost'], percent), 'is_enabled': True}
+                for v in product['variants']
+                if v['cost'] is not None and v['price'] < margin_floor(v['cost'], percent)]
+
     def keep_margin(self, shop_id, product, ctx):
         """Raise every enabled price that is under MIN_MARGIN_PERCENT over cost."""
         percent = self.settings.min_margin_percent
-        raised = [{'id': v['id'], 'price': margin_floor(v['cost'], percent), 'is_enabled': True}
-                  for v in product['variants']
-                  if v['cost'] is not None and v['price'] < margin_floor(v['cost'], percent)]
+        raised = self.under_margin(product)
         if raised:
             self.client.call('PUT', f'/shops/{shop_id}/products/{product["id"]}.json',
                              json={'variants': raised})
