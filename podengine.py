@@ -1837,6 +1837,14 @@ class Outcome:
         self.result, self.error, self.succeeded = result, error, error is None
 
 
+def outcome_of(fn, *args):
+    """``fn(*args)`` as an Outcome, for a greenlet whose error its parent raises."""
+    try:
+        return Outcome(result=fn(*args))
+    except Exception as exc:
+        return Outcome(error=exc)
+
+
 def run_attempt(ctx):
     """Run one attempt of the context's job."""
     runner = {'generate': run_generate, 'batch': run_batch, 'custom': run_custom}
@@ -1864,6 +1872,9 @@ def run_generate(request, ctx):
     drawing = gevent.pool.Pool(IMAGES_IN_FLIGHT)
     publishing = gevent.pool.Pool(ctx.settings.publish_concurrency)
     try:
+        for type_key in request['productTypes']:
+            for publisher in ctx.publishers:
+                publishing.spawn(warm_print_area, publisher, ctx.product_types[type_key], ctx)
         for index, brief in enumerate(briefs):  # spawn waits for a free slot
             drawing.spawn(draw_then_publish, run, index, brief, seed, request, publishing)
         drawing.join()
@@ -1885,6 +1896,16 @@ def draw_then_publish(run, index, brief, seed, request, publishing):
     publishing.spawn(publish_safely, run, image, index, brief, request)
 
 
+def warm_print_area(publisher, product_type, ctx):
+    """Ask the platform for its print size while the first image draws: the
+    catalogue lookups behind it then delay no design's publishing."""
+    try:
+        publisher.print_area(product_type, ctx)
+    except AdapterError as exc:  # each design that needs it reports it
+        log.debug('%s: %s print area for %s: %s', ctx.job_id, publisher.name,
+                  product_type.key, exc)
+
+
 def publish_safely(run, image, index, brief, request):
     """publish_design in its own greenlet: a bug fails the design, not silently."""
     try:
@@ -1900,6 +1921,7 @@ class Run:
     def __init__(self, ctx, total_steps, **fields):
         self.ctx = ctx
         self.total = max(1, total_steps)
+        self.type_keys = []  # the request's order, which products are listed in
         self.done = 0
         self.started = time.monotonic()
         self.failures = []
@@ -1921,9 +1943,19 @@ class Run:
         self.ctx.log(message, 'WARNING')
         self.advance(steps)
 
+    def product_rank(self):
+        """Sort key of a product: its design, then its type as the request
+        listed them, then its platform (types publish side by side)."""
+        designs = {entry['id']: entry['index'] for entry in self.result['generatedImages']}
+        platforms = [publisher.name for publisher in self.ctx.publishers]
+        return lambda product: (designs.get(product['imageId'], 0),
+                                rank(self.type_keys, product.get('type')),
+                                rank(platforms, product.get('platform')))
+
     def finish(self):
         """The result, or a JobFailure that carries it when anything failed."""
         self.result['generatedImages'].sort(key=lambda entry: entry['index'])
+        self.result['products'].sort(key=self.product_rank())
         self.result['success'] = not self.failures
         self.result['totalTime'] = int((time.monotonic() - self.started) * 1000)
         if self.failures:
@@ -1948,12 +1980,15 @@ def generate_image(index, brief, seed, request, ctx):
                      filename_prefix=f'{ctx.prefix.replace(":", "-")}design{index}')
 
     def generate():
-        ctx.log(f'Generating design {index + 1} with {ctx.image_backend.name}: '
-                f'{brief.image_prompt[:80]}')
-        return ctx.image_backend.generate(spec, ctx)[0].to_dict()
+        # At most IMAGES_IN_FLIGHT per job, batch items included; the lane is
+        # free again before the checkpoint is saved, so the next image is sent
+        # to the GPU while this one is written down.
+        with ctx.image_lane:
+            ctx.log(f'Generating design {index + 1} with {ctx.image_backend.name}: '
+                    f'{brief.image_prompt[:80]}')
+            return ctx.image_backend.generate(spec, ctx)[0].to_dict()
 
-    with ctx.image_lane:  # at most IMAGES_IN_FLIGHT per job, batch items included
-        image = ctx.checkpoint(f'image:{index}', generate)
+    image = ctx.checkpoint(f'image:{index}', generate)
     check_source_size(image, ctx.settings.min_source_px)
     return image
 
@@ -1966,27 +2001,53 @@ def check_source_size(image, minimum):
 
 
 def publish_design(run, image, index, brief, request):
-    """Print-ready files and one product per product type on every platform."""
-    ctx = run.ctx
-    entry = image_entry(image, index, brief, ctx)
+    """Print-ready files and one product per product type on every platform.
+
+    The product types publish side by side, so the last design of a job
+    waits for one chain of platform calls, not one per type; on one type
+    the platforms go in order (Shopify may take the product Printify made).
+    """
+    entry = image_entry(image, index, brief, run.ctx)
     run.result['generatedImages'].append(entry)
-    for type_key in request['productTypes']:
-        product_type = ctx.product_types[type_key]
-        for publisher in ctx.publishers:
-            try:
-                artwork = print_file(image, index, publisher.print_area(product_type, ctx),
-                                     ctx, entry)
-                product = ctx.checkpoint(
-                    f'product:{publisher.name}:{index}:{type_key}',
-                    lambda: publisher.publish(artwork, product_type, copy_for(brief, type_key),
-                                              run.step_context(),
-                                              auto_publish=request.get('autoPublish', True)))
-                run.result['products'].append({**product, 'imageId': entry['id']})
-                ctx.log(f'Created {type_key} on {publisher.name}: {product["productId"]}',
-                        'SUCCESS')
-                run.advance()
-            except AdapterError as exc:
-                run.fail(exc, f'design {index + 1}: {publisher.name} {type_key}: {exc}')
+    run.type_keys = list(request['productTypes'])
+    design = (image, index, entry, gevent.lock.Semaphore())  # the lock: see publish_type
+    types = [gevent.spawn(outcome_of, publish_type, run, design, brief, request, type_key)
+             for type_key in request['productTypes']]
+    try:
+        gevent.joinall(types)
+    finally:
+        gevent.killall(types)  # a cancelled attempt stops every type
+    for done in types:  # an unexpected error ends the design, as it did one type at a time
+        if not done.value.succeeded:
+            raise done.value.error
+
+
+def publish_type(run, design, brief, request, type_key):
+    """One product of the design per platform, as ``type_key``."""
+    image, index, entry, making = design
+    ctx = run.ctx
+    product_type = ctx.product_types[type_key]
+    for publisher in ctx.publishers:
+        try:
+            size = publisher.print_area(product_type, ctx)
+            with making:  # types that share a print size share its file: made once
+                artwork = print_file(image, index, size, ctx, entry)
+            product = ctx.checkpoint(
+                f'product:{publisher.name}:{index}:{type_key}',
+                lambda: publisher.publish(artwork, product_type, copy_for(brief, type_key),
+                                          run.step_context(),
+                                          auto_publish=request.get('autoPublish', True)))
+            run.result['products'].append({**product, 'imageId': entry['id']})
+            ctx.log(f'Created {type_key} on {publisher.name}: {product["productId"]}',
+                    'SUCCESS')
+            run.advance()
+        except AdapterError as exc:
+            run.fail(exc, f'design {index + 1}: {publisher.name} {type_key}: {exc}')
+
+
+def rank(ordered, value):
+    """Where ``value`` stands in ``ordered``; after them all when absent."""
+    return ordered.index(value) if value in ordered else len(ordered)
 
 
 def image_entry(image, index, brief, ctx):
