@@ -49,7 +49,6 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
 import subprocess  # noqa: E402
@@ -64,9 +63,10 @@ import gevent.lock  # noqa: E402
 import gevent.pool  # noqa: E402
 import requests  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+import engine_process  # noqa: E402
+from engine_process import engine_env, stop_engine  # noqa: E402
+
 PLUGIN = 'bench_monitors_plugin'
-LISTENING = re.compile(r'listening on (http://127\.0\.0\.1:\d+)')
 JOBS_PER_SECOND = 20
 POLL_PATHS = ('/api/jobs?limit=50&order=newest', '/api/metrics', '/health')
 POLL_INTERVAL = 0.5     # seconds between one poller's requests
@@ -140,60 +140,17 @@ def rss_mb(pid):
 
 # The engine ###################################################################
 
-def write_plugin(folder):
-    (Path(folder) / f'{PLUGIN}.py').write_text(
-        '"""A no-op custom handler for bench/monitors.py."""\n\n'
-        "HANDLERS = {'noop': lambda request, ctx: {}}\n")
-
-
-def engine_env(work_dir):
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(('POD_', 'PRINTIFY', 'SHOPIFY', 'COMFYUI', 'LLM_',
-                                  'ANTHROPIC', 'OPENAI'))}
-    # INFO and text: the "listening on" line is how the bench finds the port.
-    env.update({'HOST': '127.0.0.1', 'PORT': '0', 'PYTHONUNBUFFERED': '1',
-                'LOG_LEVEL': 'INFO', 'LOG_FORMAT': 'text', 'ENV_FILE': os.devnull,
-                'DATA_DIR': str(Path(work_dir) / 'data'), 'ENABLE_PERSISTENCE': 'true',
-                'MAX_CONCURRENT_JOBS': '4', 'CUSTOM_HANDLERS': PLUGIN,
-                'METRICS_INTERVAL_MS': '1000',
-                'PYTHONPATH': os.pathsep.join([str(work_dir), env.get('PYTHONPATH', '')])})
-    return env
-
-
 def start_engine(work_dir, profile=None, timeout=30):
-    """Start podengine.py on 127.0.0.1:0; returns (process, base URL, log path).
-
-    With ``profile`` (a file name) the engine runs under cProfile, which
-    writes its statistics there when the engine exits.
-    """
+    """Start podengine.py on 127.0.0.1:0; returns (process, base URL, log path)."""
+    env = engine_env(work_dir, DATA_DIR=Path(work_dir) / 'data', ENABLE_PERSISTENCE='true',
+                     MAX_CONCURRENT_JOBS=4, CUSTOM_HANDLERS=PLUGIN, METRICS_INTERVAL_MS=1000)
     log_path = Path(work_dir) / 'engine.log'
-    profiler = ['-m', 'cProfile', '-o', str(Path(profile).resolve())] if profile else []
-    with open(log_path, 'wb') as log_file:
-        proc = subprocess.Popen([sys.executable, *profiler, str(ROOT / 'podengine.py')], cwd=ROOT,
-                                env=engine_env(work_dir), stdout=log_file,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = LISTENING.search(log_path.read_text(errors='replace'))
-        if found:
-            return proc, found.group(1), log_path
-        if proc.poll() is not None:
-            break
-        gevent.sleep(0.05)
-    stop_process(proc)
-    raise BenchError(f'engine not ready (exit code {proc.returncode}):\n'
-                     f'{log_path.read_text(errors="replace")[-3000:]}')
-
-
-def stop_process(proc, grace=10):
-    """SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    try:
+        proc, url = engine_process.start_engine(env, log_path, timeout, sleep=gevent.sleep,
+                                                profile=profile)
+    except engine_process.EngineError as exc:
+        raise BenchError(str(exc)) from None
+    return proc, url, log_path
 
 
 class EngineWatch:
@@ -751,7 +708,7 @@ def main(argv=None):
 
 
 def run_bench(scale, workers_count, work_dir, profile=None):
-    write_plugin(work_dir)
+    engine_process.write_noop_plugin(work_dir, PLUGIN)
     proc, url, log_path = start_engine(work_dir, profile)
     watch = EngineWatch(proc.pid)
     try:
@@ -759,7 +716,7 @@ def run_bench(scale, workers_count, work_dir, profile=None):
         mon = run_monitors(url, watch, scale, workers_count, work_dir)
     finally:
         watch.stop()
-        stop_process(proc)
+        stop_engine(proc, grace=10)
     if 'Traceback' in log_path.read_text(errors='replace'):
         raise BenchError(f'the engine logged a traceback:\n'
                          f'{log_path.read_text(errors="replace")[-3000:]}')

@@ -12,9 +12,6 @@ that must still wait for an answer after it (see ``physical_bound``).
 """
 
 import argparse
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +22,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / 'tests'), str(ROOT)]
 
+import engine_process  # noqa: E402
+from engine_process import engine_env, stop_engine  # noqa: E402
 from fakes import FakeService  # noqa: E402
 
 TOKEN = 'test-printify-token'
@@ -37,23 +36,15 @@ CALLS_AFTER_LAST_IMAGE = 4
 
 def start_engine(tmp, fakes, limit):
     comfy, printify = fakes
-    env = {'HOST': '127.0.0.1', 'PORT': '0', 'DATA_DIR': str(tmp / 'data'),
-           'ENV_FILE': str(tmp / 'no.env'), 'PYTHONUNBUFFERED': '1',
-           'COMFYUI_URL': comfy.url, 'COMFYUI_STEPS': '5', 'MIN_SOURCE_PX': '1000',
-           'PRINTIFY_API_URL': printify.url, 'PRINTIFY_API_TOKEN': TOKEN,
-           'PRINTIFY_RATE_LIMIT': limit, 'PRINTIFY_CATALOG_RATE_LIMIT': limit,
-           'PRINTIFY_PUBLISH_WAIT_MS': '10000', 'METRICS_INTERVAL_MS': '60000'}
-    log = open(tmp / 'engine.log', 'wb')
-    proc = subprocess.Popen([sys.executable, str(ROOT / 'podengine.py')], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = re.search(r'listening on (http://[\d.]+:\d+)', (tmp / 'engine.log').read_text())
-        if found:
-            return proc, found.group(1)
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit('the engine did not start:\n' + (tmp / 'engine.log').read_text())
+    env = engine_env(DATA_DIR=tmp / 'data', COMFYUI_URL=comfy.url, COMFYUI_STEPS=5,
+                     MIN_SOURCE_PX=1000, PRINTIFY_API_URL=printify.url,
+                     PRINTIFY_API_TOKEN=TOKEN, PRINTIFY_RATE_LIMIT=limit,
+                     PRINTIFY_CATALOG_RATE_LIMIT=limit, PRINTIFY_PUBLISH_WAIT_MS=10000,
+                     METRICS_INTERVAL_MS=60000)
+    try:
+        return engine_process.start_engine(env, tmp / 'engine.log')
+    except engine_process.EngineError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def run_case(name, designs, image_seconds, limit_count, window, latency):
@@ -73,8 +64,7 @@ def run_case(name, designs, image_seconds, limit_count, window, latency):
             bound = physical_bound(gpu_busy_seconds(comfy), sent, limit_count, window, latency)
             return wall, bound, sent, limited
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop_engine(proc, grace=30)
             comfy.stop()
             printify.stop()
 

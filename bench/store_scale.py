@@ -24,11 +24,8 @@ is the same figure at the smallest size, measured in the same run.
 
 import argparse
 import os
-import re
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,10 +37,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import engine_process  # noqa: E402
 import podengine  # noqa: E402
+from engine_process import engine_env, stop_engine  # noqa: E402
 
 PLUGIN = 'bench_store_plugin'
-LISTENING = re.compile(r'listening on (http://[\d.]+:\d+)')
 STATUS_MIX = ['completed'] * 85 + ['failed'] * 10 + ['cancelled'] * 3 + ['pending'] * 2
 DESCRIPTION = ('Wear something truly different: {theme}, printed on a soft, lightweight '
                'garment. Made for everyday wear, it pairs with jeans or joggers and makes '
@@ -125,37 +123,17 @@ def preload(data_dir, count):
 
 # The engine as a subprocess ###################################################
 
-def write_plugin(folder):
-    (Path(folder) / f'{PLUGIN}.py').write_text(
-        '"""A no-op custom handler for bench/store_scale.py."""\n\n'
-        "HANDLERS = {'noop': lambda request, ctx: {}}\n")
-
-
-def start_engine(data_dir, work_dir, timeout=60):
+def start_engine(data_dir, work_dir):
     """Start the engine; returns (process, base URL, seconds until /health answered)."""
-    log_path = Path(work_dir) / f'engine-{data_dir.name}.log'
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(('POD_', 'PRINTIFY', 'SHOPIFY', 'COMFYUI', 'LLM_',
-                                  'ANTHROPIC', 'OPENAI'))}
-    env.update({'HOST': '127.0.0.1', 'PORT': '0', 'PYTHONUNBUFFERED': '1',
-                'LOG_LEVEL': 'INFO', 'LOG_FORMAT': 'text', 'DATA_DIR': str(data_dir),
-                'ENV_FILE': os.devnull, 'CUSTOM_HANDLERS': PLUGIN,
-                'PYTHONPATH': os.pathsep.join([str(work_dir), env.get('PYTHONPATH', '')])})
+    env = engine_env(work_dir, DATA_DIR=data_dir, CUSTOM_HANDLERS=PLUGIN)
     started = time.perf_counter()
-    with open(log_path, 'wb') as log_file:
-        proc = subprocess.Popen([sys.executable, str(ROOT / 'podengine.py')], cwd=ROOT,
-                                env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = LISTENING.search(log_path.read_text(errors='replace'))
-        if found and answers(found.group(1) + '/health'):
-            return proc, found.group(1), time.perf_counter() - started
-        if proc.poll() is not None:
-            raise BenchError(f'the engine exited {proc.returncode}:\n'
-                             f'{log_path.read_text(errors="replace")[-3000:]}')
-        time.sleep(0.01)
-    stop_engine(proc)
-    raise BenchError(f'the engine did not answer in {timeout}s')
+    try:
+        proc, url = engine_process.start_engine(
+            env, Path(work_dir) / f'engine-{data_dir.name}.log', timeout=60,
+            ready=lambda url: answers(url + '/health'))
+    except engine_process.EngineError as exc:
+        raise BenchError(str(exc)) from None
+    return proc, url, time.perf_counter() - started
 
 
 def answers(url):
@@ -163,16 +141,6 @@ def answers(url):
         return requests.get(url, timeout=2).status_code in (200, 503)
     except requests.RequestException:
         return False
-
-
-def stop_engine(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def memory_mb(proc):
@@ -333,7 +301,7 @@ def main():
     options.health_seconds = 1 if options.quick else 5
     options.listers, options.rounds = (1, 2) if options.quick else (2, 3)
     with tempfile.TemporaryDirectory() as work_dir:
-        write_plugin(work_dir)
+        engine_process.write_noop_plugin(work_dir, PLUGIN)
         sys.path.insert(0, work_dir)
         try:
             rows = [measure(size, work_dir, options) for size in options.sizes]

@@ -24,9 +24,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import os  # noqa: E402
-import re  # noqa: E402
 import signal  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -40,7 +38,9 @@ import requests  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import engine_process  # noqa: E402
 import podengine  # noqa: E402
+from engine_process import engine_env, stop_engine  # noqa: E402
 
 WORKERS = 8
 SUBMITTERS = 50       # greenlets submitting in-process
@@ -48,17 +48,10 @@ HTTP_CLIENTS = 32     # greenlets, each with its own requests.Session
 FULL_JOBS = 5000
 QUICK_JOBS = 300
 PLUGIN = 'bench_noop_plugin'
-LISTENING = re.compile(r'listening on (http://[\d.]+:\d+)')
 
 
 class BenchError(Exception):
     """Something never finished or failed: the bench exits 1 with this."""
-
-
-def write_plugin(folder):
-    (Path(folder) / f'{PLUGIN}.py').write_text(
-        '"""A no-op custom handler for bench/throughput.py."""\n\n'
-        "HANDLERS = {'noop': lambda request, ctx: {}}\n")
 
 
 def engine_settings(data_dir):
@@ -138,42 +131,13 @@ def run_in_process(count, work_dir, timeout):
 # Over HTTP ####################################################################
 
 def start_engine(work_dir, timeout):
-    data_dir = Path(work_dir) / 'data-http'
     log_path = Path(work_dir) / 'engine-http.log'
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(('POD_', 'PRINTIFY', 'SHOPIFY', 'COMFYUI', 'LLM_',
-                                  'ANTHROPIC', 'OPENAI'))}
-    # INFO and text: the "listening on" line is how the bench finds the port.
-    env.update({'HOST': '127.0.0.1', 'PORT': '0', 'PYTHONUNBUFFERED': '1',
-                'LOG_LEVEL': 'INFO', 'LOG_FORMAT': 'text',
-                'PYTHONPATH': os.pathsep.join([str(work_dir), env.get('PYTHONPATH', '')]),
-                **engine_settings(data_dir)})
-    log_file = open(log_path, 'wb')
-    proc = subprocess.Popen([sys.executable, str(ROOT / 'podengine.py')], cwd=ROOT, env=env,
-                            stdout=log_file, stderr=subprocess.STDOUT)
-    log_file.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = LISTENING.search(log_path.read_text(errors='replace'))
-        if found:
-            return proc, found.group(1), log_path
-        if proc.poll() is not None:
-            raise BenchError(f'HTTP: engine exited {proc.returncode}:\n'
-                             f'{log_path.read_text(errors="replace")[-3000:]}')
-        time.sleep(0.05)
-    stop_engine(proc)
-    raise BenchError(f'HTTP: engine not ready in {timeout}s:\n'
-                     f'{log_path.read_text(errors="replace")[-3000:]}')
-
-
-def stop_engine(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    env = engine_env(work_dir, **engine_settings(Path(work_dir) / 'data-http'))
+    try:
+        proc, url = engine_process.start_engine(env, log_path, timeout, sleep=gevent.sleep)
+    except engine_process.EngineError as exc:
+        raise BenchError(f'HTTP: {exc}') from None
+    return proc, url, log_path
 
 
 def run_http(count, work_dir, timeout):
@@ -280,7 +244,7 @@ def main(argv=None):
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix='podengine-bench-') as work_dir:
-            write_plugin(work_dir)
+            engine_process.write_noop_plugin(work_dir, PLUGIN)
             sys.path.insert(0, work_dir)
             for name, run in (('in-process', run_in_process), ('HTTP', run_http),
                               ('Huey (SqliteHuey)', run_huey)):
