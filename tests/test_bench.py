@@ -22,12 +22,8 @@ def test_throughput_bench_quick():
 
 def test_pipeline_bench_quick():
     """bench/pipeline.py --quick runs end to end and reports both cases."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, str(root / 'bench' / 'pipeline.py'), '--quick'],
-                          capture_output=True, text=True, timeout=180, cwd=root)
+    done = subprocess.run([sys.executable, str(ROOT / 'bench' / 'pipeline.py'), '--quick'],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()
             if line.startswith(('GPU-bound', 'rate-bound'))}
@@ -35,3 +31,41 @@ def test_pipeline_bench_quick():
     for row in rows.values():
         assert row[-1] == '0'  # no 429s
         assert float(row[3]) < 3  # wall within 3x the physical bound even at this size
+
+
+def test_store_scale_bench_quick():
+    result = subprocess.run([sys.executable, str(ROOT / 'bench' / 'store_scale.py'), '--quick'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    rows = re.findall(r'^\s+(500|3000)\s+([\d.]+)s\s+(\d+)MB\s+(\d+)MB\s+([\d.]+) ms', out, re.M)
+    assert [row[0] for row in rows] == ['500', '3000'], out
+    assert re.search(r'^  listing all 3000 jobs: \d+ MB in [\d.]+s', out, re.M), out
+    for name in ('submit p99', 'state change'):
+        assert re.search(rf'^ratio {name} 3000 / 500: \d+\.\d\d', out, re.M), out
+    for figure in ('restart with 3000', 'RSS with 3000', r'/health p99 while listing 3000'):
+        assert re.search(rf'^{figure}: ', out, re.M), out
+
+
+MS = r'\d+\.\d ms'  # as monitors.py prints its times
+
+
+def test_monitors_bench_quick():
+    result = subprocess.run([sys.executable, str(ROOT / 'bench' / 'monitors.py'), '--quick'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert re.search(r'measured\s+target\s+baseline', out), out
+    for row in (rf'HTTP GET p50\s+{MS}\s+{MS}', rf'event delivery p50\s+{MS}'):
+        assert re.search(rf'^{row}$', out, re.M), f'{row}\n{out}'
+    for row in (rf'HTTP GET p99\s+{MS}\s+<= 50 ms\s+{MS}',
+                rf'event delivery p99\s+{MS}\s+<= 100 ms',
+                r'engine RSS peak\s+\d+ MB\s+<= 300 MB\s+\d+ MB'):
+        assert re.search(rf'^{row}\s+(ok|MISSED)$', out, re.M), f'{row}\n{out}'
+    assert re.search(r'^clients at start\s+50/50\s+50$', out, re.M), out
+    assert re.search(r'^clients at end\s+50/50\s+50$', out, re.M), out
+    assert re.search(r'^clients dropped\s+0\s+0\s+ok$', out, re.M), out
+    # Every client got every log event of the measured window.
+    events = re.search(r'log events per client: (\d+)\.\.(\d+)', out)
+    assert events and events.group(1) == events.group(2) != '0', out
+    assert 'HTTP errors: 0' in out, out
