@@ -844,6 +844,9 @@ class Archive:
                     break
                 first = line.find(b'\t')
                 second = line.find(b'\t', first + 1)
+                if first >= 0 > second:
+                    raise StoreError(f'{path} line {len(places) + 1} is unreadable; refusing '
+                                     f'to start and leaving it untouched')
                 summaries.append(line[:first] if first >= 0 else line)
                 places.append((offset + first + 1, second - first - 1, len(line) - second - 2)
                               if first >= 0 else None)
@@ -902,14 +905,11 @@ class Archive:
         path = self.path(self._active)
         created = not path.exists()
         places = []
-        with open(path, 'ab') as file:
-            offset = file.seek(0, os.SEEK_END)
-            for line in lines:
-                places.append((self._active, offset))
-                offset += len(line)
-            file.write(b''.join(lines))
-            file.flush()
-            os.fsync(file.fileno())
+        with open(path, 'ab', buffering=0) as file:
+            offset = append_whole(file, b''.join(lines))
+        for line in lines:
+            places.append((self._active, offset))
+            offset += len(line)
         if created:
             fsync_dir(self.dir)
         if offset >= self.segment_bytes:
@@ -982,6 +982,22 @@ class AtomicJSONStorage(Storage):
 
     def write_text(self, text):
         write_atomically(self.path, text.encode('utf-8'))
+
+
+def append_whole(file, data):
+    """Append ``data`` (whole lines) to an unbuffered file and fsync it, or
+    nothing: a write cut short (disk full) is truncated away, so a file never
+    holds half a line mid-file. Returns the offset ``data`` starts at."""
+    start = file.seek(0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[file.write(view):]
+        os.fsync(file.fileno())
+    except OSError:
+        file.truncate(start)
+        raise
+    return start
 
 
 def write_atomically(path, data):
@@ -1150,7 +1166,7 @@ class JournalStore(JobStore):
             return
         self._writing = batch
         try:
-            run_in_thread(self._append_and_sync, b''.join(lines))
+            run_in_thread(append_whole, self._journal, b''.join(lines))
         except OSError as exc:
             log.error('journal write failed: %s', exc)
             batch.set_exception(StoreError(f'could not save to disk: {exc}'))
@@ -1159,19 +1175,6 @@ class JournalStore(JobStore):
             self._writing = None
         self._since_compact += len(lines)
         batch.set(None)
-
-    def _append_and_sync(self, data):
-        """Append whole lines or nothing: a write cut short (disk full) is
-        truncated away, so the journal never holds half a line mid-file."""
-        end = self._journal.seek(0, os.SEEK_END)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[self._journal.write(view):]
-            os.fsync(self._journal.fileno())
-        except OSError:
-            self._journal.truncate(end)
-            raise
 
     def _compact_or_log(self):
         try:

@@ -160,3 +160,43 @@ def test_synced_waits_for_every_change_saved_so_far(tmp_path):
     assert b'"status": "running"' in (tmp_path / 'journal.jsonl').read_bytes()
     assert store.synced().ready()
     store.close()
+
+
+def test_a_line_cut_in_the_middle_of_a_segment_stops_the_start(tmp_path):
+    store, table, _ = opened(tmp_path)
+    save_all(store, [finished(1), finished(2)], table)
+    store.close()
+    segment = tmp_path / 'archive' / '000001.jsonl'
+    first, second = segment.read_bytes().splitlines(keepends=True)
+    damaged = first[:first.rindex(b'\t')] + b'\n' + second  # checkpoints lost
+    segment.write_bytes(damaged)
+    with pytest.raises(StoreError, match='000001.jsonl line 1'):
+        JournalStore(tmp_path).open()
+    assert segment.read_bytes() == damaged
+
+
+def test_an_archive_append_that_does_not_fit_leaves_no_partial_line(tmp_path):
+    """A full disk (here: a file size limit) mid-append: the segment is cut
+    back to whole lines, and the store still opens with what it held."""
+    import subprocess
+    import sys
+    script = '''
+import resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+from podengine import Archive
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+archive = Archive(sys.argv[1])
+archive.open()
+archive.append([b'{"id": "a"}\\tx\\t{}\\n'], [])
+resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.RLIM_INFINITY))
+try:
+    archive.append([b'{"id": "b"}\\t' + b'y' * 500 + b'\\t{}\\n'], [])
+except OSError as exc:
+    print('refused:', exc.errno)
+'''
+    from pathlib import Path
+    root = Path(podengine.__file__).resolve().parent
+    done = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'archive'), str(root)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.stdout.startswith('refused:'), done.stdout + done.stderr
+    assert (tmp_path / 'archive' / '000001.jsonl').read_bytes() == b'{"id": "a"}\tx\t{}\n'
