@@ -710,61 +710,86 @@ class ArchivedJob:
 
 class JobTable:
     """The jobs by id, in the order they were created: live jobs as their
-    dicts, finished ones as archive entries, handed out as ArchivedJob."""
+    dicts, finished ones as archive entries, handed out as ArchivedJob.
+
+    The order is kept in a dict of archive entries, with None for a live job
+    (whose dict is in ``_live``): holding only strings, tuples and None, it
+    is one the garbage collector stops tracking, so 100k finished jobs add
+    next to nothing to a full collection.
+    """
 
     def __init__(self, archive, values=()):
         """``values``: job dicts and archive entries, in the order to keep."""
         self.archive = archive
-        self._jobs = {value[0] if type(value) is tuple else value['id']: value
-                      for value in values}
+        self._order = {}
+        self._live = {}
+        for value in values:
+            if type(value) is tuple:
+                self._order[value[0]] = value
+            else:
+                self[value['id']] = value
 
-    def _job(self, value):
-        return ArchivedJob(value, self.archive) if type(value) is tuple else value
+    def _job(self, job_id, entry):
+        return self._live[job_id] if entry is None else ArchivedJob(entry, self.archive)
 
     def __getitem__(self, job_id):
-        return self._job(self._jobs[job_id])
+        return self._job(job_id, self._order[job_id])
 
     def get(self, job_id, default=None):
-        value = self._jobs.get(job_id)
-        return default if value is None else self._job(value)
+        return self[job_id] if job_id in self._order else default
 
     def __setitem__(self, job_id, job):
-        self._jobs[job_id] = job.entry if isinstance(job, ArchivedJob) else job
+        if isinstance(job, ArchivedJob):
+            self._order[job_id] = job.entry
+            self._live.pop(job_id, None)
+        else:
+            self._order[job_id] = None
+            self._live[job_id] = job
 
     def __delitem__(self, job_id):
-        del self._jobs[job_id]
+        del self._order[job_id]
+        self._live.pop(job_id, None)
 
     def pop(self, job_id, *default):
-        if job_id not in self._jobs and default:
+        if job_id not in self._order and default:
             return default[0]
-        return self._job(self._jobs.pop(job_id))
+        job = self[job_id]
+        del self[job_id]
+        return job
 
     def __contains__(self, job_id):
-        return job_id in self._jobs
+        return job_id in self._order
 
     def __len__(self):
-        return len(self._jobs)
+        return len(self._order)
 
     def __iter__(self):
-        return iter(self._jobs)
+        return iter(self._order)
 
     def values(self):
-        return map(self._job, self._jobs.values())
+        return (self._job(job_id, entry) for job_id, entry in self._order.items())
 
     def items(self):
-        return ((job_id, self._job(value)) for job_id, value in self._jobs.items())
+        return ((job_id, self._job(job_id, entry)) for job_id, entry in self._order.items())
 
     def live(self):
         """The jobs kept as dicts: all but the archived ones."""
-        return [value for value in self._jobs.values() if type(value) is not tuple]
+        return list(self._live.values())
 
-    def find(self, status=None):
-        """The jobs (with ``status``) as they are now, oldest first."""
-        values = list(self._jobs.values())
+    def find(self, status=None, newest=False, offset=0, limit=None):
+        """The jobs (with ``status``) as they are now, oldest first or
+        ``newest`` first, from ``offset``, at most ``limit``: a JobList."""
+        items = reversed(self._order.items()) if newest else iter(self._order.items())
+        values = (self._live[job_id] if entry is None else entry for job_id, entry in items)
         if status is not None:
-            values = [value for value in values if (
-                value[2] if type(value) is tuple else value['status']) == status]
-        return JobList(values, self._job)
+            values = (value for value in values if status_of(value) == status)
+        stop = None if limit is None else offset + limit
+        return JobList(list(itertools.islice(values, offset, stop)), self.archive)
+
+
+def status_of(value):
+    """The status of a job dict or an archive entry."""
+    return value[2] if type(value) is tuple else value['status']
 
 
 def creation_order(value):
@@ -779,18 +804,21 @@ class JobList:
     only when it is read, so listing 100k jobs does not make 100k objects at
     once (which would also set off full garbage collections)."""
 
-    __slots__ = ('_values', '_job')
+    __slots__ = ('_values', 'archive')
 
-    def __init__(self, values, job):
-        self._values = values
-        self._job = job
+    def __init__(self, values, archive):
+        self._values = values  # job dicts and archive entries
+        self.archive = archive
+
+    def _job(self, value):
+        return ArchivedJob(value, self.archive) if type(value) is tuple else value
 
     def __len__(self):
         return len(self._values)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return JobList(self._values[index], self._job)
+            return JobList(self._values[index], self.archive)
         return self._job(self._values[index])
 
     def __iter__(self):
@@ -1576,9 +1604,9 @@ class Engine:
             raise NotFound('Job not found')
         return job
 
-    def find(self, status=None):
-        """The jobs (with ``status``), oldest first: a JobList."""
-        return self.jobs.find(status)
+    def find(self, status=None, newest=False, offset=0, limit=None):
+        """The jobs (with ``status``): a JobList (see JobTable.find)."""
+        return self.jobs.find(status, newest, offset, limit)
 
     def cancel(self, job_id):
         job = self.get(job_id)
@@ -2676,15 +2704,13 @@ def add_job_routes(app, engine, limit):
         status = query.get('status') or None
         if status is not None and status not in STATUSES:
             raise ValidationError(f'status must be one of {", ".join(STATUSES)}')
-        jobs = engine.find(status)
-        if query.get('order', 'oldest') not in ('oldest', 'newest'):
+        order = query.get('order') or 'oldest'
+        if order not in ('oldest', 'newest'):
             raise ValidationError('order must be oldest or newest')
-        if query.get('order') == 'newest':
-            jobs = jobs[::-1]
-        offset = query_int(query, 'offset', 0)
-        limit = query_int(query, 'limit', None)
+        jobs = engine.find(status, order == 'newest', query_int(query, 'offset', 0),
+                           query_int(query, 'limit', None))
         bottle.response.content_type = 'application/json'
-        return stream_jobs(engine, jobs[offset:None if limit is None else offset + limit])
+        return stream_jobs(engine, jobs)
 
     @app.get('/api/jobs/<job_id>')
     def get_job(job_id):
