@@ -200,3 +200,18 @@ except OSError as exc:
                           capture_output=True, text=True, timeout=30)
     assert done.stdout.startswith('refused:'), done.stdout + done.stderr
     assert (tmp_path / 'archive' / '000001.jsonl').read_bytes() == b'{"id": "a"}\tx\t{}\n'
+
+
+def test_find_pages_archived_and_live_jobs_alike(tmp_path):
+    store, table, _ = opened(tmp_path)
+    statuses = ['completed', 'pending', 'failed', 'completed', 'running', 'completed']
+    save_all(store, [finished(n, status=s) for n, s in enumerate(statuses)], table)
+    store._compact()  # 0, 2, 3, 5 are archived now; 1 and 4 live
+    ids = lambda jobs: [int(job['id'][-5:]) for job in jobs]  # noqa: E731
+    assert ids(table.find()) == [0, 1, 2, 3, 4, 5]
+    assert ids(table.find(newest=True, offset=1, limit=3)) == [4, 3, 2]
+    assert ids(table.find('completed', newest=True, limit=2)) == [5, 3]
+    assert ids(table.find('completed', offset=1)) == [3, 5]
+    assert ids(table.find('running')) == [4]
+    assert ids(table.find(limit=0)) == []
+    store.close()
