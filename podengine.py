@@ -1571,13 +1571,13 @@ class Engine:
         self.jobs[job['id']] = job
         self.counts[PENDING] += 1
         self.meta['totalJobs'] += 1
-        self.add_log(job, f'Job {job["id"]} submitted', save=False)
+        entry = self._write_log(job, f'Job {job["id"]} submitted')
         try:
             self._save_durably(job, meta=True)
         except Unavailable:
             self._forget_unsaved(job)
             raise
-        self.events.emit(JOB_UPDATE, public_job(job, logs=False))
+        self._announce(job, entry)
         self._enqueue(job)
         return job
 
@@ -1665,9 +1665,9 @@ class Engine:
         self.counts[status] += 1
         job['status'] = status
         job.update(fields)
-        self.add_log(job, message, level, save=False)
+        entry = self._write_log(job, message, level)
         self._save_durably(job, meta=meta)
-        self.events.emit(JOB_UPDATE, public_job(job, logs=False))
+        self._announce(job, entry)
 
     def _finish(self, job, status, message, level, **fields):
         ended = now_ms()
@@ -1686,15 +1686,26 @@ class Engine:
         self._set_status(job, status, message, level, meta=True, completedAt=ended,
                          nextRetryAt=None, **fields)
 
+    def _announce(self, job, entry):
+        """The events of a status change, once it is on disk: watchers never
+        hear of a change that a crash could still take back."""
+        self.events.emit(LOG, {'jobId': job['id'], **entry})
+        self.events.emit(JOB_UPDATE, public_job(job, logs=False))
+
     def add_log(self, job, message, level='INFO', save=False):
+        entry = self._write_log(job, message, level)
+        self.events.emit(LOG, {'jobId': job['id'], **entry})
+        if save:
+            self.store.save(job)
+
+    def _write_log(self, job, message, level='INFO'):
+        """Append a line to the job's log (and the engine's); returns it."""
         entry = {'timestamp': now_ms(), 'message': message, 'type': level}
         job['logs'].append(entry)
         del job['logs'][:-self.settings.max_job_logs]
         log.log(LOG_LEVELS.get(level, logging.INFO), '%s: %s', job['id'], message,
                 extra={'job_id': job['id']})
-        self.events.emit(LOG, {'jobId': job['id'], **entry})
-        if save:
-            self.store.save(job)
+        return entry
 
     def set_progress(self, job, percent):
         # Never backwards within an attempt: a resumed job skips its finished
