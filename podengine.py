@@ -617,9 +617,11 @@ class JobStore:
         """Store the engine's counters."""
         raise NotImplementedError
 
-    def synced(self):
-        """A waitable, ready once every change saved so far is on disk."""
-        return Done()
+    def shown(self, job_id):
+        """While a change to the job is still on its way to disk: the job as
+        users saw it last on disk, as JSON text ('' if it never was there).
+        None when what memory holds is on disk."""
+        return None
 
     def close(self):
         """Make everything durable and release the files."""
@@ -630,9 +632,6 @@ class Done:
 
     def get(self, timeout=None):
         return None
-
-    def ready(self):
-        return True
 
 
 class MemoryStore(JobStore):
@@ -1073,6 +1072,9 @@ class JournalStore(JobStore):
         self.jobs = JobTable(self.archive)
         self._docs = {}          # live job id -> its JSON text as last saved
         self._finished = {}      # job id -> (job, archive line): to archive next
+        self._on_disk = {}       # live job id -> its public JSON as last on disk
+        self._unsynced = collections.Counter()  # live job id -> saves not on disk yet
+        self._saved = []         # (job id, public JSON) of each put in _lines
         self._forgotten = set()  # deleted since the last compaction
         self._meta = '{}'
         self._lines = []
@@ -1082,7 +1084,6 @@ class JournalStore(JobStore):
         self._closing = False
         self._journal = None
         self._writer = None
-        self._writing = None     # the batch being written, if any
         self._compacting = gevent.lock.Semaphore()
 
     # Loading -----------------------------------------------------------------
@@ -1093,7 +1094,7 @@ class JournalStore(JobStore):
         torn = self._replay_journal(live, meta)
         for job in live.values():
             self.archive.forget(job['id'])  # its live state is newer
-            self._track(job)
+            self._on_disk[job['id']] = self._track(job)[1]
         self.jobs = JobTable(self.archive, sorted(
             [*archived.values(), *live.values()], key=creation_order))
         self._meta = json.dumps(meta)
@@ -1141,11 +1142,19 @@ class JournalStore(JobStore):
     # Writing -----------------------------------------------------------------
 
     def save(self, job):
-        return self._append('{"put":%s}\n' % self._track(job))
+        text, public = self._track(job)
+        self._unsynced[job['id']] += 1
+        self._saved.append((job['id'], public))
+        return self._append('{"put":%s}\n' % text)
+
+    def shown(self, job_id):
+        if not self._unsynced.get(job_id):
+            return None
+        return self._on_disk.get(job_id, '')
 
     def _track(self, job):
         """Remember the job's JSON text, and its archive line once it has
-        finished; returns the text."""
+        finished; returns the text and the public part of it."""
         public, checkpoints = job_texts(job)
         text = f'{public[:-1]},"checkpoints":{checkpoints}}}'
         self._docs[job['id']] = text
@@ -1154,10 +1163,11 @@ class JournalStore(JobStore):
             self._finished[job['id']] = (job, archive_line(job, public, checkpoints))
         else:
             self._finished.pop(job['id'], None)
-        return text
+        return text, public
 
     def delete(self, job_id):
         self._docs.pop(job_id, None)
+        self._on_disk.pop(job_id, None)
         self._finished.pop(job_id, None)
         self.archive.forget(job_id)
         self._forgotten.add(job_id)
@@ -1166,11 +1176,6 @@ class JournalStore(JobStore):
     def save_meta(self, meta):
         self._meta = json.dumps(meta)
         return self._append('{"meta":%s}\n' % self._meta)
-
-    def synced(self):
-        if self._lines:
-            return self._batch  # written after any batch in flight
-        return self._writing or Done()
 
     def _append(self, line):
         if self._closing and self._writer is None:
@@ -1188,21 +1193,28 @@ class JournalStore(JobStore):
                 self._compact_or_log()
 
     def _write_batch(self):
-        lines, batch = self._lines, self._batch
-        self._lines, self._batch = [], gevent.event.AsyncResult()
+        lines, batch, saved = self._lines, self._batch, self._saved
+        self._lines, self._batch, self._saved = [], gevent.event.AsyncResult(), []
         if not lines:
             return
-        self._writing = batch
         try:
             run_in_thread(append_whole, self._journal, b''.join(lines))
         except OSError as exc:
             log.error('journal write failed: %s', exc)
+            self._settle(saved, on_disk=False)
             batch.set_exception(StoreError(f'could not save to disk: {exc}'))
             return
-        finally:
-            self._writing = None
         self._since_compact += len(lines)
+        self._settle(saved, on_disk=True)
         batch.set(None)
+
+    def _settle(self, saved, on_disk):
+        for job_id, public in saved:
+            if on_disk and job_id in self._docs:
+                self._on_disk[job_id] = public
+            self._unsynced[job_id] -= 1
+            if self._unsynced[job_id] <= 0:
+                del self._unsynced[job_id]
 
     def _compact_or_log(self):
         try:
@@ -1263,6 +1275,7 @@ class JournalStore(JobStore):
             if self._docs.get(job_id) is not text:
                 continue  # changed while being archived: it stays live
             del self._docs[job_id]
+            self._on_disk.pop(job_id, None)
             archived = self.archive.add(line, segment, offset)
             if self.jobs.get(job_id) is job:
                 self.jobs[job_id] = archived
@@ -2725,7 +2738,10 @@ def add_job_routes(app, engine, limit):
 
     @app.get('/api/jobs/<job_id>')
     def get_job(job_id):
-        return when_durable(engine, public_job(engine.get(job_id)))
+        shown = shown_json(engine, engine.get(job_id))
+        if not shown:
+            raise NotFound('Job not found')  # its submit is not on disk yet
+        return bottle.HTTPResponse(shown, 200, {'Content-Type': 'application/json'})
 
     @app.post('/api/jobs/<job_id>/cancel')
     def cancel(job_id):
@@ -2760,30 +2776,32 @@ def add_generate_routes(app, engine, limit):
         return created(engine, 'batch', request, body)
 
 
-def when_durable(engine, shown):
-    """``shown`` once every change it may show is on disk: a user never sees
-    a job completed that a crash the next moment would show running again."""
-    try:
-        engine.store.synced().get()
-    except StoreError:
-        pass  # the failed change is refused to whoever made it; show what is
-    return shown
+def shown_json(engine, job):
+    """``public_json(job)``, or the job as it was last on disk while a change
+    to it is still on its way there (b'' if it never was): nobody sees a
+    state that a crash the next moment would take back."""
+    text = None if isinstance(job, ArchivedJob) else engine.store.shown(job['id'])
+    return public_json(job) if text is None else text.encode('utf-8')
 
 
 def stream_jobs(engine, jobs, chunk=50):
     """A job list as a JSON array, sent a chunk at a time: listing 100k jobs
     neither holds the hub for long nor builds the whole body in memory."""
     yield b'['
+    separator = b''
     for start in range(0, len(jobs), chunk):
-        parts = [part for part in map(listed_json, jobs[start:start + chunk]) if part]
-        yield when_durable(engine, (b',' if start and parts else b'') + b','.join(parts))
+        parts = [listed_json(engine, job) for job in jobs[start:start + chunk]]
+        parts = [part for part in parts if part]  # not on disk (yet, or any more)
+        if parts:
+            yield separator + b','.join(parts)
+            separator = b','
         gevent.sleep(0)  # let other requests in between chunks
     yield b']'
 
 
-def listed_json(job):
+def listed_json(engine, job):
     try:
-        return public_json(job)
+        return shown_json(engine, job)
     except OSError:  # removed from the archive since the list was taken
         return b''
 

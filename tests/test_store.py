@@ -145,20 +145,20 @@ def test_an_unreadable_archive_line_stops_the_start_and_is_left_alone(tmp_path):
     assert segment.read_bytes() == damaged
 
 
-def test_synced_waits_for_every_change_saved_so_far(tmp_path):
+def test_shown_is_the_job_as_last_on_disk_while_a_change_is_on_its_way(tmp_path):
     store, table, _ = opened(tmp_path)
-    assert store.synced().get() is None  # nothing pending: ready at once
     job = finished(1, status='running')
     table[job['id']] = job
-    store.save(job)
-    waiting = store.synced()
-    assert not waiting.ready()
-    gevent.sleep(0)  # the writer takes the batch: it is now in flight
-    in_flight = store.synced()
-    assert in_flight is waiting and not in_flight.ready()
-    in_flight.get()
-    assert b'"status": "running"' in (tmp_path / 'journal.jsonl').read_bytes()
-    assert store.synced().ready()
+    saving = store.save(job)
+    assert store.shown(job['id']) == ''  # never on disk yet: not to be shown
+    saving.get()
+    assert store.shown(job['id']) is None  # memory is on disk: show memory
+    job.update(status='completed')
+    saving = store.save(job)
+    shown = json.loads(store.shown(job['id']))
+    assert shown['status'] == 'running' and 'checkpoints' not in shown
+    saving.get()
+    assert store.shown(job['id']) is None
     store.close()
 
 
