@@ -690,9 +690,6 @@ class ArchivedJob:
     def __getitem__(self, key):
         return self.entry[self.INDEX[key]]
 
-    def get(self, key, default=None):
-        return self[key] if key in self.INDEX else default
-
     def public_text(self):
         """The job as users see it, logs included: JSON bytes."""
         segment, offset, public_size = self.entry[6:9]
@@ -869,14 +866,13 @@ class Archive:
                 if not line.endswith(b'\n'):
                     self._cut_torn_line(path, offset, last)
                     break
-                first = line.find(b'\t')
-                second = line.find(b'\t', first + 1)
-                if first >= 0 > second:
+                try:
+                    summary, place = split_line(line, offset)
+                except ValueError:
                     raise StoreError(f'{path} line {len(places) + 1} is unreadable; refusing '
-                                     f'to start and leaving it untouched')
-                summaries.append(line[:first] if first >= 0 else line)
-                places.append((offset + first + 1, second - first - 1, len(line) - second - 2)
-                              if first >= 0 else None)
+                                     f'to start and leaving it untouched') from None
+                summaries.append(summary)
+                places.append(place)
                 offset += len(line)
         for summary, place in zip(self._parse(summaries, path), places):
             if place is None:
@@ -945,10 +941,8 @@ class Archive:
 
     def add(self, line, segment, offset):
         """Make an appended line live; returns its ArchivedJob."""
-        first = line.index(b'\t')
-        second = line.index(b'\t', first + 1)
-        entry = ArchivedJob.entry_of(json.loads(line[:first]), segment, offset + first + 1,
-                                     second - first - 1, len(line) - second - 2)
+        summary, place = split_line(line, offset)
+        entry = ArchivedJob.entry_of(json.loads(summary), segment, *place)
         self._add(entry)
         return ArchivedJob(entry, self)
 
@@ -1009,6 +1003,17 @@ class AtomicJSONStorage(Storage):
 
     def write_text(self, text):
         write_atomically(self.path, text.encode('utf-8'))
+
+
+def split_line(line, offset):
+    """An archive line (newline included) that starts at ``offset``: its
+    summary, and where its public job starts, that part's size and the
+    checkpoints' size (None for a forgetting line)."""
+    first = line.find(b'\t')
+    if first < 0:
+        return line, None
+    second = line.index(b'\t', first + 1)  # ValueError: a part is missing
+    return line[:first], (offset + first + 1, second - first - 1, len(line) - second - 2)
 
 
 def append_whole(file, data):
@@ -1475,7 +1480,7 @@ class Engine:
         self.events = EventBus()
         self.store = store or (JournalStore(settings.data_path)
                                if settings.enable_persistence else MemoryStore())
-        self.jobs = {}
+        self.jobs = JobTable(archive=None)  # the store's, once open
         self.counts = collections.Counter()
         self.meta = {'totalJobs': 0, 'completedJobs': 0, 'failedJobs': 0,
                      'cancelledJobs': 0, 'jobTimeTotal': 0, 'jobTimeCount': 0,

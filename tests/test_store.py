@@ -120,29 +120,22 @@ def test_a_job_changed_while_being_archived_stays_live(tmp_path):
     store.close()
 
 
-def test_a_torn_last_archive_line_is_dropped(tmp_path, caplog):
-    store, table, _ = opened(tmp_path)
+def archived_segment(folder):
+    """The archive segment of two finished jobs, stored and closed."""
+    store, table, _ = opened(folder)
     save_all(store, [finished(1), finished(2)], table)
     store.close()
-    segment = tmp_path / 'archive' / '000001.jsonl'
+    return folder / 'archive' / '000001.jsonl'
+
+
+def test_a_torn_last_archive_line_is_dropped(tmp_path, caplog):
+    segment = archived_segment(tmp_path)
     whole = segment.read_bytes()
     segment.write_bytes(whole[:-40])  # the second line cut short
     store, table, _ = opened(tmp_path)
     assert list(table) == ['job_00001']
     assert 'torn last line' in caplog.text
     store.close()
-
-
-def test_an_unreadable_archive_line_stops_the_start_and_is_left_alone(tmp_path):
-    store, table, _ = opened(tmp_path)
-    save_all(store, [finished(1), finished(2)], table)
-    store.close()
-    segment = tmp_path / 'archive' / '000001.jsonl'
-    damaged = b'not json\n' + segment.read_bytes()
-    segment.write_bytes(damaged)
-    with pytest.raises(StoreError, match='000001.jsonl'):
-        JournalStore(tmp_path).open()
-    assert segment.read_bytes() == damaged
 
 
 def test_shown_is_the_job_as_last_on_disk_while_a_change_is_on_its_way(tmp_path):
@@ -162,15 +155,19 @@ def test_shown_is_the_job_as_last_on_disk_while_a_change_is_on_its_way(tmp_path)
     store.close()
 
 
-def test_a_line_cut_in_the_middle_of_a_segment_stops_the_start(tmp_path):
-    store, table, _ = opened(tmp_path)
-    save_all(store, [finished(1), finished(2)], table)
-    store.close()
-    segment = tmp_path / 'archive' / '000001.jsonl'
-    first, second = segment.read_bytes().splitlines(keepends=True)
-    damaged = first[:first.rindex(b'\t')] + b'\n' + second  # checkpoints lost
+def cut_checkpoints(first, second):
+    return first[:first.rindex(b'\t')] + b'\n' + second
+
+
+@pytest.mark.parametrize('damage', [
+    lambda first, second: b'not json\n' + first + second,  # line 1 unreadable
+    cut_checkpoints,  # line 1 misses a part
+])
+def test_a_damaged_archive_line_stops_the_start_and_is_left_alone(tmp_path, damage):
+    segment = archived_segment(tmp_path)
+    damaged = damage(*segment.read_bytes().splitlines(keepends=True))
     segment.write_bytes(damaged)
-    with pytest.raises(StoreError, match='000001.jsonl line 1'):
+    with pytest.raises(StoreError, match='000001.jsonl line 1 is unreadable'):
         JournalStore(tmp_path).open()
     assert segment.read_bytes() == damaged
 
