@@ -72,6 +72,7 @@ from tinydb.storages import Storage
 
 from adapters import comfyui
 from adapters.blocklist import Blocklist
+from adapters.publishing import PublishFollower
 from adapters.templates import copy_for
 from adapters.base import (AdapterError, Artwork, ConfigError, DesignBrief, ImageFile,
                            ImageSpec, PodEngineError, ProductType)
@@ -253,8 +254,11 @@ SETTINGS = (
             'Printify catalogue requests per seconds.'),
     Setting('PRINTIFY_PUBLISH_RATE_LIMIT', '200/1800', parse_rate,
             'Printify publishes per seconds.'),
-    Setting('PRINTIFY_PUBLISH_WAIT_MS', '60000', parse_int(0, DAY_MS),
-            'How long to follow a Printify publish until its store link appears.'),
+    Setting('PRINTIFY_SYNC_WAIT_MS', '900000', parse_int(0, 30 * DAY_MS),
+            'How long a connected Printify shop may take to sync a published product to '
+            'its channel before the product is marked publish_failed.'),
+    Setting('PRINTIFY_SYNC_POLL_MS', '15000', parse_int(100, DAY_MS),
+            'How often products still publishing are looked at.'),
     Setting('SHOPIFY_STORE_URL', '', parse_text,
             'Shopify store, e.g. https://mystore.myshopify.com.'),
     Setting('SHOPIFY_ACCESS_TOKEN', '', parse_text, 'Shopify Admin API access token.',
@@ -1382,6 +1386,14 @@ def new_job(job_type, request, priority, max_retries):
     }
 
 
+def publish_failed(job):
+    """Whether a finished job has products whose publish failed after it ended."""
+    if isinstance(job, ArchivedJob):
+        job = job.load()
+    products = (job.get('result') or {}).get('products') or []
+    return any(product.get('status') == 'publish_failed' for product in products)
+
+
 def public_job(job, logs=True):
     """The job as users see it: no checkpoints, and logs only when asked."""
     if isinstance(job, ArchivedJob):
@@ -1501,6 +1513,9 @@ class Engine:
         build = adapters or build_adapters
         self.image_backend, self.prompt_writer, self.publishers = build(
             settings, self.http, self.plugins)
+        self.follower = PublishFollower(
+            self.publishers, self.update_product, settings.printify_sync_wait_ms,
+            settings.data_path / 'publishing.json' if settings.enable_persistence else None)
         self.services = {}
         self.image_up = False
         self.service_details = {}
@@ -1553,6 +1568,8 @@ class Engine:
 
     def start(self):
         self.probe_services()
+        for warning in self.fulfilment_warnings():
+            log.warning('%s', warning)
         self._workers = [gevent.spawn(self._work)
                          for _ in range(self.settings.max_concurrent_jobs)]
 
@@ -1646,10 +1663,14 @@ class Engine:
 
     def retry(self, job_id):
         job = self.get(job_id)
+        if job['status'] == COMPLETED and publish_failed(job):
+            return self._republish(job)
         if job['status'] not in (FAILED, CANCELLED):
             raise Conflict('Cannot retry job')
         if isinstance(job, ArchivedJob):
             job = self.jobs[job_id] = job.load()
+        if publish_failed(job):  # its checkpoints hold those publishes as sent
+            self._republish(job)
         self.stats['retries'] += 1
         if job['status'] == FAILED:
             self.meta['failedJobs'] -= 1
@@ -1659,6 +1680,33 @@ class Engine:
                          retryCount=0, error=None, result=None, completedAt=None,
                          progress=0, nextRetryAt=None, meta=True)
         self._enqueue(job)
+
+    def _republish(self, job):
+        """A completed job's retry: publish its publish_failed products again."""
+        if isinstance(job, ArchivedJob):
+            job = self.jobs[job['id']] = job.load()
+        try:
+            sent = self.follower.republish(job['id'], job['result']['products'])
+        except AdapterError as exc:
+            raise Unavailable(f'Could not publish again: {exc}') from None
+        entry = self._write_log(job, f'Manual retry: publishing {sent} product(s) again',
+                                'WARNING')
+        self._save_durably(job)
+        self._announce(job, entry)
+
+    def update_product(self, job_id, product_id, changes, message, level='INFO'):
+        """Record a change to one product of a finished job (the follower's)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return  # cleaned up meanwhile: nobody can see it any more
+        if isinstance(job, ArchivedJob):
+            job = self.jobs[job_id] = job.load()
+        for product in (job.get('result') or {}).get('products', []):
+            if str(product.get('productId')) == product_id:
+                product.update(changes)
+        entry = self._write_log(job, message, level)
+        self._save_durably(job)
+        self._announce(job, entry)
 
     def cleanup(self, max_age_ms):
         """Remove finished jobs whose completedAt is at least max_age_ms ago."""
@@ -1795,6 +1843,7 @@ class Engine:
         return failure
 
     def _complete(self, job, result):
+        self.follower.watch(job['id'], result.get('products'))  # before it reads finished
         self._finish(job, COMPLETED, 'Job completed successfully', 'SUCCESS',
                      progress=100, result=result, error=None)
 
@@ -1810,6 +1859,7 @@ class Engine:
                 error=message, result=failure.result, nextRetryAt=now_ms() + delay)
             self._schedule_retry(job, delay)
         else:
+            self.follower.watch(job['id'], (failure.result or {}).get('products'))
             self._finish(job, FAILED, f'Job failed: {message}', 'ERROR',
                          error=message, result=failure.result)
 
@@ -1856,6 +1906,11 @@ class Engine:
         self.service_details = {adapter.name: adapter.details() for adapter in adapters
                                 if adapter.details() is not None}
 
+    def fulfilment_warnings(self):
+        """Why orders might not reach a printer with this configuration."""
+        return [warning for publisher in self.publishers
+                for warning in publisher.fulfilment_warnings(self.publishers)]
+
     def health(self):
         recent = self.meta['recent']
         failing = recent and recent.count(False) * 2 >= len(recent)
@@ -1885,6 +1940,9 @@ class Engine:
                 'imageBackend': self.image_backend.describe(),
                 'promptWriter': self.prompt_writer.describe(),
                 'platforms': [publisher.describe() for publisher in self.publishers],
+                'shops': {publisher.name: publisher.facts() for publisher in self.publishers
+                          if publisher.facts() is not None},
+                'productsPublishing': len(self.follower),
                 'productTypes': sorted(self.product_types),
                 'customHandlers': sorted(self.handlers),
             },
@@ -2171,26 +2229,46 @@ def publish_design(run, image, index, brief, request):
 
 
 def publish_type(run, design, brief, request, type_key):
-    """One product of the design per platform, as ``type_key``."""
+    """One product of the design per platform, as ``type_key``; then each
+    platform may finish what needed the others' products (``link``)."""
+    image, index, entry, making = design
+    ctx = run.ctx
+    made, failures = [], {}
+    for publisher in ctx.publishers:
+        try:
+            product = publish_on(publisher, run, design, brief, request, type_key)
+        except AdapterError as exc:
+            failures[publisher.name] = exc
+            run.fail(exc, f'design {index + 1}: {publisher.name} {type_key}: {exc}')
+            continue
+        if product is not None:
+            made.append({**product, 'imageId': entry['id']})
+        run.advance()
+    for publisher in ctx.publishers:
+        try:
+            publisher.link(made, failures, ctx)
+        except AdapterError as exc:
+            run.fail(exc, f'design {index + 1}: {publisher.name} {type_key}: {exc}', steps=0)
+    run.result['products'].extend(made)
+
+
+def publish_on(publisher, run, design, brief, request, type_key):
+    """The product of one design and type on one platform (checkpointed)."""
     image, index, entry, making = design
     ctx = run.ctx
     product_type = ctx.product_types[type_key]
-    for publisher in ctx.publishers:
-        try:
-            size = publisher.print_area(product_type, ctx)
-            with making:  # types that share a print size share its file: made once
-                artwork = print_file(image, index, size, ctx, entry)
-            product = ctx.checkpoint(
-                f'product:{publisher.name}:{index}:{type_key}',
-                lambda: publisher.publish(artwork, product_type, copy_for(brief, type_key),
-                                          run.step_context(),
-                                          auto_publish=request.get('autoPublish', True)))
-            run.result['products'].append({**product, 'imageId': entry['id']})
-            ctx.log(f'Created {type_key} on {publisher.name}: {product["productId"]}',
-                    'SUCCESS')
-            run.advance()
-        except AdapterError as exc:
-            run.fail(exc, f'design {index + 1}: {publisher.name} {type_key}: {exc}')
+    size = publisher.print_area(product_type, ctx)
+    with making:  # types that share a print size share its file: made once
+        artwork = print_file(image, index, size, ctx, entry)
+    product = ctx.checkpoint(
+        f'product:{publisher.name}:{index}:{type_key}',
+        lambda: publisher.publish(artwork, product_type, copy_for(brief, type_key),
+                                  run.step_context(),
+                                  auto_publish=request.get('autoPublish', True)))
+    if product is not None:
+        ctx.log(f'Created {type_key} on {publisher.name}: {product["productId"]} '
+                f'({product.get("status", "made")})', 'SUCCESS')
+    return product
 
 
 def rank(ordered, value):
@@ -3286,7 +3364,8 @@ def configure_logging(settings):
 
 
 def start_scheduler(engine):
-    """Cleanup, metrics broadcasts and health probes, each on its interval."""
+    """Cleanup, metrics broadcasts, health probes and following publishes,
+    each on its interval."""
     settings = engine.settings
     scheduler = GeventScheduler(timezone='UTC', job_defaults={
         'coalesce': True, 'max_instances': 1, 'misfire_grace_time': None})
@@ -3297,6 +3376,8 @@ def start_scheduler(engine):
                           seconds=settings.metrics_interval_ms / 1000, id='metrics')
         scheduler.add_job(engine.probe_services, 'interval', id='health',
                           seconds=settings.health_check_interval_ms / 1000)
+    scheduler.add_job(engine.follower.poll, 'interval', id='publishing',
+                      seconds=settings.printify_sync_poll_ms / 1000)
     scheduler.start()
     return scheduler
 
@@ -3380,6 +3461,10 @@ def announce(engine, port):
              engine.prompt_writer.describe(),
              settings.data_path if settings.enable_persistence else 'memory only',
              'required' if settings.pod_api_key else 'not set')
+    for publisher in engine.publishers:
+        if publisher.facts():
+            log.info('%s: %s', publisher.name, ', '.join(
+                f'{key} {value}' for key, value in publisher.facts().items()))
 
 
 def wait_for_signal():

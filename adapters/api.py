@@ -7,6 +7,11 @@ it waits for ``Retry-After`` (or backs off) and tries again in place, without
 spending the job's retry budget, and turns every other failure into an
 ``AdapterError`` that carries the platform's own reason and says whether a
 retry can help.
+
+A create is different: a 5xx, a timeout or a dropped connection does not say
+whether the object was saved, and sending it again may make a second one.
+``call(..., once=True)`` never sends twice on such an answer; it raises
+``UnclearAnswer``, and the caller looks the object up before sending again.
 """
 
 import bisect
@@ -23,6 +28,11 @@ import requests
 from adapters.base import AdapterError
 
 log = logging.getLogger('podengine.api')
+
+
+class UnclearAnswer(AdapterError):
+    """No clear answer (a 5xx, a timeout, a dropped connection): the request
+    may or may not have taken effect upstream."""
 
 
 class RateLimiter:
@@ -173,13 +183,22 @@ class ApiClient:
     def reason(self, response):
         return response.text[:300]
 
-    def call(self, method, path, **kwargs):
-        """Send one request; the decoded JSON body (or None when empty)."""
+    def call(self, method, path, once=False, **kwargs):
+        """Send one request; the decoded JSON body (or None when empty).
+
+        ``once``: a write that must not happen twice (a create). A 429 is
+        still waited out (it was refused, not done), but a 5xx is not sent
+        again: it raises UnclearAnswer, as a lost connection does.
+        """
         for attempt in range(1, self.max_waits + 1):
             with contextlib.ExitStack() as places:
                 for limiter in self.limiters_for(method, path):
                     places.enter_context(limiter.slot())
                 response = self._send(method, path, **kwargs)
+            if once and response.status_code >= 500:
+                raise UnclearAnswer(f'{self.platform}: {method} {path} answered '
+                                    f'{response.status_code}: {self.reason(response)}',
+                                    adapter=self.platform, status=response.status_code)
             wait = self._wait_before_retry(method, path, response, attempt)
             if wait is None:
                 return self._result(method, path, response)
@@ -200,8 +219,8 @@ class ApiClient:
         except requests.RequestException as exc:
             self.responses['error'] += 1
             # The exception text can hold the URL, never the headers: no token.
-            raise AdapterError(f'{self.platform}: {method} {path} failed: '
-                               f'{type(exc).__name__}', adapter=self.platform) from None
+            raise UnclearAnswer(f'{self.platform}: {method} {path} failed: '
+                                f'{type(exc).__name__}', adapter=self.platform) from None
 
     def _wait_before_retry(self, method, path, response, attempt):
         """Seconds to wait before trying again, or None to take the answer."""

@@ -5,6 +5,8 @@ Three kinds of adapter plug into the engine:
     ImageBackend.generate(spec, ctx)                 -> [ImageFile]
     PromptWriter.write(request, count, ctx)          -> [DesignBrief]
     Publisher.publish(artwork, product_type, brief, ctx) -> Product (a dict)
+    Publisher.link(products, failures, ctx)          (after every platform)
+    Publisher.publish_state(product)                 (for the follower)
 
 Each adapter is built once per engine as ``Cls(settings, http=None)``, has a
 ``name``, answers ``health()`` (called from a background probe, so it must use
@@ -159,6 +161,11 @@ class Adapter:
         """Extra health detail for /health (JSON), or None. Read after health()."""
         return None
 
+    def facts(self):
+        """Secret-free facts learnt from the backend (e.g. a shop's sales
+        channel) for /api/info and the start-up log, or None."""
+        return None
+
     def upstream_stats(self):
         """``{status: count}`` of this adapter's upstream requests so far
         (``'error'``: no answer at all), for /metrics."""
@@ -218,7 +225,32 @@ class Publisher(Adapter):
         called again after a crash, it returns the product it made before
         instead of making a second one.
 
-        :return: ``{"platform", "productId", "url", "type", ...}``
+        :return: ``{"platform", "productId", "url", "type", "status", ...}``
+            with ``status`` one of ``draft``, ``publishing`` (a platform
+            finishes it later: see ``publish_state``), ``published``; or
+            None when this platform gets the product some other way
         :raises AdapterError: when the product cannot be made
         """
         raise NotImplementedError
+
+    def link(self, products, failures, ctx):
+        """Called once every platform has had its turn at one design and type,
+        with the products they made (dicts this may update) and
+        ``{platform: AdapterError}`` of those that failed: a publisher
+        finishes what needed the others (Printify answers a publish with the
+        storefront's product). Checkpoint any write, as in ``publish``."""
+
+    def publish_state(self, product):
+        """Where a ``publishing`` product (a result entry) stands now:
+        ``('published', {fields to record})``, ``('publishing', None)`` or
+        ``('publish_failed', reason)``. Called by the engine's follower."""
+        return 'published', {}
+
+    def republish(self, product):
+        """Publish a ``publish_failed`` product again (a manual retry)."""
+        raise AdapterError(f'{self.name} cannot publish a product again', retryable=False)
+
+    def fulfilment_warnings(self, publishers):
+        """Why orders for products made this way would not be fulfilled,
+        given every configured publisher: start-up WARNINGs (list of text)."""
+        return []

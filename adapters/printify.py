@@ -9,10 +9,12 @@ model and provider name through the catalogue once and cached on disk.
 
 Printify has no idempotency key, so every write is checkpointed in the job
 before the next one starts; a create that may have happened (the engine died
-waiting for its answer) is looked for upstream before it is sent again.
+waiting for its answer, or the answer was a 5xx or never came) is looked for
+upstream before it is sent again.
 """
 
 import base64
+import datetime
 import hashlib
 import json
 import logging
@@ -21,7 +23,7 @@ import time
 
 import gevent
 
-from adapters.api import ApiClient, KeyedLocks, RateLimiter
+from adapters.api import ApiClient, KeyedLocks, RateLimiter, UnclearAnswer, backoff
 from adapters.base import AdapterError, ConfigError, Publisher
 
 log = logging.getLogger('podengine.printify')
@@ -196,14 +198,48 @@ def minor_units(price):
     return int(round(float(price) * 100))
 
 
+def lowest_cost(product):
+    costs = [v['cost'] for v in product['variants'] if v['cost'] is not None]
+    return min(costs) if costs else 0
+
+
+def size_price(cost, base, lowest, percent):
+    """A variant's price: the type's price for the cheapest size, plus what
+    this size costs more (2XL, 3XL) rounded up to whole units, and never under
+    the margin floor (minor units)."""
+    extra = math.ceil((cost - lowest) / 100) * 100
+    return max(base + extra, margin_floor(cost, percent))
+
+
 def margin_floor(cost, percent):
     """The lowest .99 price that keeps ``percent`` over ``cost`` (minor units)."""
     floor = cost * (1 + percent / 100)
     return math.ceil((floor + 1) / 100) * 100 - 1
 
 
+API_CHANNELS = ('custom_integration', 'api')  # shops whose integration answers each publish
+CREATE_TRIES = 3  # sends of one create whose earlier sends got no clear answer
+
+
+def shop_kind(sales_channel):
+    """``api``: the integration (we) answers each publish; ``connected``:
+    Printify makes the product on that channel itself; ``none``: no channel."""
+    channel = str(sales_channel or '').strip().lower()
+    if not channel:
+        return 'none'
+    return 'api' if channel in API_CHANNELS else 'connected'
+
+
 class PrintifyPublisher(Publisher):
-    """Creates each product on the configured Printify shop."""
+    """Creates each product on the configured Printify shop.
+
+    How a product gets to a storefront depends on the shop (``shop_kind``):
+    a connected shop syncs it to its channel by itself, later (the job ends
+    with the product ``publishing`` and the follower in adapters/publishing.py
+    waits for the link); an API shop locks a published product until its
+    integration answers, so it is published only once the storefront product
+    exists (``link``), and answered at once with that product.
+    """
 
     name = 'printify'
 
@@ -223,11 +259,30 @@ class PrintifyPublisher(Publisher):
         return 'printify (dry run)' if self.dry_run else 'printify'
 
     def health(self):
-        try:
-            self.client.call('GET', '/shops.json')
+        try:  # a channel connected or dropped since start shows here
+            self._note_shop(self.client.call('GET', '/shops.json') or [])
             return True
         except AdapterError:
             return False
+
+    def facts(self):
+        if self._shop is None:
+            return None
+        return {'shopId': self._shop['id'], 'shopTitle': self._shop['title'],
+                'salesChannel': self._shop['sales_channel'], 'shopKind': self.kind()}
+
+    def fulfilment_warnings(self, publishers):
+        if self._shop is None or self.dry_run:
+            return []
+        names = [p.name for p in publishers]
+        if self.kind() == 'api' and 'shopify' not in names:
+            return [f'printify: shop {self._shop["id"]} is an API shop with no storefront '
+                    f'configured: products are made as unpublished drafts (a publish would '
+                    f'lock each one until a storefront answers for it)']
+        if self.kind() == 'none':
+            return [f'printify: shop {self._shop["id"]} has no sales channel: publishing '
+                    f'will be refused']
+        return []
 
     def print_area(self, product_type, ctx):
         return tuple(self.catalog.resolve(product_type)['front'])
@@ -235,22 +290,26 @@ class PrintifyPublisher(Publisher):
     # The shop ----------------------------------------------------------------
 
     def shop(self):
-        """``{id, sales_channel}`` of PRINTIFY_SHOP_ID, or of the only shop."""
+        """``{id, title, sales_channel}`` of PRINTIFY_SHOP_ID, or of the only shop."""
         if self._shop is None:
             with self._once.hold('shop'):  # designs publishing at once share one lookup
                 if self._shop is None:
-                    self._shop = self.find_shop()
+                    self._note_shop(self.client.call('GET', '/shops.json') or [])
         return self._shop
 
-    def find_shop(self):
-        shops = self.client.call('GET', '/shops.json') or []
+    def _note_shop(self, shops):
         wanted = str(self.settings.printify_shop_id or '')
         matches = [s for s in shops if str(s['id']) == wanted] if wanted else shops
         if len(matches) != 1:
             ids = ', '.join(str(s['id']) for s in shops) or 'none'
             raise AdapterError(f'printify: set PRINTIFY_SHOP_ID to one of the token\'s '
                                f'shops ({ids})', adapter='printify', retryable=False)
-        return {'id': matches[0]['id'], 'sales_channel': matches[0].get('sales_channel', '')}
+        found = matches[0]
+        self._shop = {'id': found['id'], 'title': found.get('title', ''),
+                      'sales_channel': found.get('sales_channel') or ''}
+
+    def kind(self):
+        return shop_kind(self.shop()['sales_channel'])
 
     def syncs_to_shopify(self):
         """True when publishing on Printify already creates the Shopify product."""
@@ -266,17 +325,28 @@ class PrintifyPublisher(Publisher):
             return self.rehearse(shop_id, plan, artwork, product_type, brief, auto_publish)
         image_id = self.upload_once(artwork, ctx)
         body = product_body(plan, image_id, brief, product_type)
-        product = self.create_once(shop_id, body, tag, ctx)
-        if self.under_margin(product):  # when none is, there is nothing to do or record
+        product = self.create_once(shop_id, body, plan, tag, ctx)
+        if self.repriced(product, product_type):  # else nothing to do or record
             ctx.checkpoint(f'printify:priced:{tag}',
-                           lambda: self.keep_margin(shop_id, product, ctx))
-        external = None
-        if auto_publish:
-            ctx.checkpoint(f'printify:publish:{tag}',
+                           lambda: self.set_prices(shop_id, product, product_type, ctx))
+        status = self.first_status(auto_publish, ctx)
+        if status == 'publishing' and self.kind() != 'api':
+            ctx.checkpoint(f'printify:publish:{product["id"]}',
                            lambda: self.send_publish(shop_id, product['id'], ctx))
-            external = ctx.checkpoint(f'printify:external:{tag}',
-                                      lambda: self.follow(shop_id, product['id'], ctx))
-        return self.result(product, product_type, brief, auto_publish, external)
+        return self.result(product, product_type, brief, status)
+
+    def first_status(self, auto_publish, ctx):
+        if not auto_publish:
+            return 'draft'
+        if self.kind() == 'api' and self.storefront(ctx) is None:
+            ctx.log('printify: the shop is an API shop and no storefront is configured; '
+                    'the product stays an unpublished draft', 'WARNING')
+            return 'draft'
+        return 'publishing'
+
+    @staticmethod
+    def storefront(ctx):
+        return next((p for p in ctx.publishers if p.name == 'shopify'), None)
 
     def upload_once(self, artwork, ctx):
         """The upload id of ``artwork``: product types that share a print file
@@ -296,23 +366,46 @@ class PrintifyPublisher(Publisher):
         ctx.log(f'printify: uploaded {name} as {uploaded["id"]}')
         return uploaded['id']
 
-    def create_once(self, shop_id, body, tag, ctx):
+    def create_once(self, shop_id, body, plan, tag, ctx):
         """Create the product unless this job already did, even if the engine
-        died before it heard the answer."""
+        died before it heard the answer, or the answer was a 5xx or was lost:
+        each time, the product is looked for before it is sent again."""
         done = ctx.lookup(f'printify:product:{tag}')
         if done:
             return done
-        if ctx.lookup(f'printify:creating:{tag}'):
-            found = self.find_created(shop_id, body)
+        creating = ctx.lookup(f'printify:creating:{tag}')
+        if creating:
+            found = self.adopt(shop_id, body, creating['since'], ctx)
             if found:
-                ctx.log(f'printify: found product {found["id"]} made before an '
-                        f'interruption; not creating it again', 'WARNING')
-                return ctx.checkpoint(f'printify:product:{tag}', lambda: summary(found))
-        ctx.checkpoint(f'printify:creating:{tag}', lambda: {'since': int(time.time())})
-        return ctx.checkpoint(f'printify:product:{tag}', lambda: summary(self.client.call(
-            'POST', f'/shops/{shop_id}/products.json', json=body)))
+                return ctx.checkpoint(f'printify:product:{tag}', lambda: summary(found, plan))
+        since = ctx.checkpoint(f'printify:creating:{tag}',
+                               lambda: {'since': int(time.time())})['since']
+        for attempt in range(1, CREATE_TRIES + 1):
+            try:
+                made = self.client.call('POST', f'/shops/{shop_id}/products.json', json=body,
+                                        once=True)
+                return ctx.checkpoint(f'printify:product:{tag}', lambda: summary(made, plan))
+            except UnclearAnswer as exc:
+                ctx.log(f'{exc}; looking for the product before sending it again', 'WARNING')
+                gevent.sleep(backoff(attempt))
+                found = self.adopt(shop_id, body, since, ctx)
+                if found:
+                    return ctx.checkpoint(f'printify:product:{tag}',
+                                          lambda: summary(found, plan))
+        raise AdapterError(f'printify: creating the product got no clear answer '
+                           f'{CREATE_TRIES} times', adapter='printify')
 
-    def find_created(self, shop_id, body):
+    def adopt(self, shop_id, body, since, ctx):
+        found = self.find_created(shop_id, body, since)
+        if found:
+            ctx.log(f'printify: found product {found["id"]} made before an unclear answer or '
+                    f'an interruption; not creating it again', 'WARNING')
+        return found
+
+    def find_created(self, shop_id, body, since):
+        """The shop's product with this title, blueprint and design upload,
+        made since the create was first sent (a job that drew the very same
+        image earlier must not lend its product)."""
         image_id = body['print_areas'][0]['placeholders'][0]['images'][0]['id']
         for page in range(1, FIND_PAGES + 1):
             listing = self.client.call('GET', f'/shops/{shop_id}/products.json',
@@ -320,62 +413,134 @@ class PrintifyPublisher(Publisher):
             for product in listing.get('data', []):
                 if product.get('title') == body['title'] and \
                         product.get('blueprint_id') == body['blueprint_id'] and \
-                        image_id in json.dumps(product.get('print_areas', [])):
+                        image_id in json.dumps(product.get('print_areas', [])) and \
+                        created_since(product, since):
                     return product
             if page >= listing.get('last_page', 1):
                 return None
         return None
 
-    def under_margin(self, product):
-        """The enabled variants under MIN_MARGIN_PERCENT over cost, at their floor."""
+    def repriced(self, product, product_type):
+        """The enabled variants whose price is not yet their price by size
+        (``size_price``), as a PUT's ``variants``."""
+        base = minor_units(product_type.price)
         percent = self.settings.min_margin_percent
-        return [{'id': v['id'], 'price': margin_floor(v['cost'], percent), 'is_enabled': True}
-                for v in product['variants']
-                if v['cost'] is not None and v['price'] < margin_floor(v['cost'], percent)]
+        return [{'id': v['id'], 'price': size_price(v['cost'], base, lowest_cost(product),
+                                                    percent), 'is_enabled': True}
+                for v in product['variants'] if v['cost'] is not None and
+                v['price'] != size_price(v['cost'], base, lowest_cost(product), percent)]
 
-    def keep_margin(self, shop_id, product, ctx):
-        """Raise every enabled price that is under MIN_MARGIN_PERCENT over cost."""
+    def set_prices(self, shop_id, product, product_type, ctx):
+        """Price bigger sizes up by what they cost more, and every variant at
+        least MIN_MARGIN_PERCENT over cost."""
         percent = self.settings.min_margin_percent
-        raised = self.under_margin(product)
-        if raised:
+        changed = self.repriced(product, product_type)
+        if changed:
             self.client.call('PUT', f'/shops/{shop_id}/products/{product["id"]}.json',
-                             json={'variants': raised})
-            top = max(raised, key=lambda v: v['price'])['price']
-            ctx.log(f'printify: raised {len(raised)} variant price(s) to keep {percent}% over '
-                    f'cost (up to {top / 100:.2f})', 'WARNING')
-        return {'raised': len(raised)}
+                             json={'variants': changed})
+            top = max(changed, key=lambda v: v['price'])['price']
+            costs = {v['id']: v['cost'] for v in product['variants']}
+            if any(v['price'] == margin_floor(costs[v['id']], percent) for v in changed):
+                ctx.log(f'printify: raised variant prices to keep {percent}% over cost (up '
+                        f'to {top / 100:.2f})', 'WARNING')
+            ctx.log(f'printify: priced {len(changed)} variant(s) by size, up to '
+                    f'{top / 100:.2f}')
+        return {'raised': len(changed)}
+
+    def listing_variants(self, artwork, product_type, ctx):
+        """What a storefront listing of this job's Printify product needs, per
+        enabled variant: ``{sku, price (minor units), color, size, grams}``,
+        at the prices Printify sells it for; None before it is made."""
+        product = ctx.lookup(f'printify:product:{artwork.key}:{product_type.key}')
+        if not product or any('sku' not in v for v in product['variants']):
+            return None
+        raised = {v['id']: v['price'] for v in self.repriced(product, product_type)}
+        return [{'sku': v['sku'], 'price': raised.get(v['id'], v['price']),
+                 'color': v['color'], 'size': v['size'], 'grams': v.get('grams')}
+                for v in product['variants']]
 
     def send_publish(self, shop_id, product_id, ctx):
-        self.client.call('POST', f'/shops/{shop_id}/products/{product_id}/publish.json',
-                         json=PUBLISH_FIELDS)
+        try:
+            self.client.call('POST', f'/shops/{shop_id}/products/{product_id}/publish.json',
+                             json=PUBLISH_FIELDS)
+        except AdapterError as exc:
+            # A publish sent again after a 5xx finds the product locked by the
+            # first one: it was accepted then.
+            if exc.status != 400 or 'disabled for editing' not in str(exc):
+                raise
         ctx.log(f'printify: publishing product {product_id}')
         return {'at': int(time.time())}
 
-    def follow(self, shop_id, product_id, ctx):
-        """Wait until publishing settles: the lock clears and ``external`` is set.
-        None when the deadline passes first (the product stays published)."""
-        deadline = time.monotonic() + self.settings.printify_publish_wait_ms / 1000
-        pause = 0.25
-        while time.monotonic() < deadline:
-            product = self.client.call('GET', f'/shops/{shop_id}/products/{product_id}.json')
-            if not product.get('is_locked') and product.get('external'):
-                return product['external']
-            gevent.sleep(pause)
-            pause = min(pause * 2, 5)
-        ctx.log(f'printify: product {product_id} is still publishing; its store link will '
-                f'be missing', 'WARNING')
-        return None
+    # An API shop's answer ------------------------------------------------------
 
-    def result(self, product, product_type, brief, auto_publish, external):
-        handle = (external or {}).get('handle', '')
-        result = {'platform': 'printify', 'productId': product['id'],
-                  'url': f'https://printify.com/app/products/{product["id"]}',
-                  'type': product_type.key, 'title': brief.title, 'published': auto_publish,
-                  'salesChannel': self.shop()['sales_channel']}
-        if handle:
-            result['storeUrl'] = handle if handle.startswith('http') else None
-            result['external'] = external
-        return result
+    def link(self, products, failures, ctx):
+        """Publish this design's product on an API shop once its storefront
+        product exists, and answer the publish with it at once, so the product
+        is locked for a moment only and Printify knows which storefront
+        product a sale is; without one, the product is never locked."""
+        mine = next((p for p in products if p['platform'] == self.name
+                     and p.get('status') == 'publishing'), None)
+        if mine is None or self.kind() != 'api':
+            return
+        pid = mine['productId']
+        listing = next((p for p in products if p.get('printifyProductId') == pid), None)
+        if listing is None:
+            failure = failures.get('shopify')
+            mine.update(status='publish_failed', published=False,
+                        error=f'the storefront product was not made: {failure}')
+            return
+        shop_id = self.shop()['id']
+        ctx.checkpoint(f'printify:publish:{pid}', lambda: self.send_publish(shop_id, pid, ctx))
+        external = ctx.checkpoint(f'printify:external:{pid}', lambda: self.answer_succeeded(
+            shop_id, pid, listing, ctx))
+        mine.update(status='published', published=True, external=external,
+                    storeUrl=listing.get('storeUrl'), shopifyProductId=listing['productId'])
+
+    def answer_succeeded(self, shop_id, product_id, listing, ctx):
+        external = {'id': str(listing['productId']).rsplit('/', 1)[-1],
+                    'handle': listing.get('storeUrl') or listing.get('handle') or ''}
+        self.client.call('POST', f'/shops/{shop_id}/products/{product_id}/'
+                                 f'publishing_succeeded.json', json={'external': external})
+        ctx.log(f'printify: product {product_id} is published, linked to Shopify product '
+                f'{external["id"]}')
+        return external
+
+    # Following a connected shop's sync -------------------------------------------
+
+    def publish_state(self, product):
+        """Where the publish of ``product`` (a job result entry) stands:
+        ``('published', changes)``, ``('publishing', None)`` or
+        ``('publish_failed', reason)``."""
+        shop_id = product.get('shopId') or self.shop()['id']
+        found = self.client.call('GET', f'/shops/{shop_id}/products/{product["productId"]}.json')
+        external = found.get('external')
+        if external and external.get('handle'):
+            return 'published', self.linked(external)
+        if found.get('is_locked'):
+            return 'publishing', None
+        return 'publish_failed', (f'Printify\'s {self.shop()["sales_channel"]} sync ended '
+                                  f'without a store link')
+
+    def linked(self, external):
+        handle = str(external.get('handle', ''))
+        changes = {'external': {'id': str(external.get('id', '')), 'handle': handle},
+                   'storeUrl': handle if handle.startswith('http') else None}
+        if self.syncs_to_shopify() and external.get('id'):
+            changes['shopifyProductId'] = f'gid://shopify/Product/{external["id"]}'
+        return changes
+
+    def republish(self, product):
+        """Send the publish of a ``publish_failed`` product again."""
+        shop_id = product.get('shopId') or self.shop()['id']
+        self.client.call('POST', f'/shops/{shop_id}/products/{product["productId"]}/'
+                                 f'publish.json', json=PUBLISH_FIELDS)
+
+    def result(self, product, product_type, brief, status):
+        return {'platform': 'printify', 'productId': product['id'],
+                'url': f'https://printify.com/app/products/{product["id"]}',
+                'type': product_type.key, 'title': brief.title, 'status': status,
+                'published': status == 'published', 'shopId': self.shop()['id'],
+                'salesChannel': self.shop()['sales_channel']}
 
     # Dry run -----------------------------------------------------------------
 
@@ -392,6 +557,7 @@ class PrintifyPublisher(Publisher):
                          'path': f'/v1/shops/{shop_id}/products/<product id>/publish.json'})
         digest = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
         return {'platform': 'printify', 'productId': f'dry-run-{digest}', 'dryRun': True,
+                'status': 'draft',
                 'type': product_type.key, 'title': brief.title, 'published': False,
                 'requests': sent}
 
@@ -411,8 +577,25 @@ def product_body(plan, image_id, brief, product_type):
     }
 
 
-def summary(product):
-    """What the job keeps of a created product: its id and enabled variants."""
+def summary(product, plan):
+    """What the job keeps of a created product: its id and enabled variants,
+    with what a storefront listing of them needs (SKU, colour, size, weight)."""
+    options = {v['id']: v for v in plan['variants']}
     return {'id': product['id'],
-            'variants': [{'id': v['id'], 'cost': v.get('cost'), 'price': v.get('price')}
+            'variants': [{'id': v['id'], 'cost': v.get('cost'), 'price': v.get('price'),
+                          'sku': v.get('sku'), 'grams': v.get('grams'),
+                          'color': options.get(v['id'], {}).get('color'),
+                          'size': options.get(v['id'], {}).get('size')}
                          for v in product.get('variants', []) if v.get('is_enabled')]}
+
+
+def created_since(product, since):
+    """Whether Printify's ``created_at`` is at most 10 min before ``since``
+    (clocks differ); True when it cannot be read."""
+    try:
+        made = datetime.datetime.fromisoformat(str(product.get('created_at')))
+    except ValueError:
+        return True
+    if made.tzinfo is None:
+        made = made.replace(tzinfo=datetime.timezone.utc)
+    return made.timestamp() >= since - 600

@@ -12,9 +12,15 @@ checked for them. Throttling is a cost bucket reported in
 bucket and waits before it would run dry, and waits out a THROTTLED answer
 (with HTTP 200 or 429) without failing the job.
 
-When the Printify shop is connected to this store, Printify's publish already
-creates the Shopify product; then this publisher reports that product and
-creates nothing.
+Each variant is one of the Printify product's, with its SKU, its price (2XL
+costs more than M) and its weight, sold while out of stock and untracked:
+Shopify's defaults (tracked, 0 in stock, DENY) would show it "Sold out".
+Its media is checked (READY, not FAILED) before the listing counts as made.
+On a Printify API shop, Printify's publisher then answers its publish with
+this product, which links the two for orders.
+
+When the Printify shop is connected to Shopify, Printify's sync creates the
+Shopify product itself; then this publisher creates nothing.
 """
 
 import hashlib
@@ -28,13 +34,17 @@ import gevent
 import gevent.lock
 import requests
 
-from adapters.api import ApiClient, WaitTally
+from adapters.api import ApiClient, KeyedLocks, WaitTally
 from adapters.base import AdapterError, ConfigError, Publisher
 
 log = logging.getLogger('podengine.shopify')
 
 PUBLICATIONS = 'query Publications { publications(first: 10) { nodes { id name catalog { title } } } }'
 SHOP = 'query Shop { shop { name } }'
+SHOP_FACTS = 'query ShopFacts { shop { name myshopifyDomain } }'
+MEDIA_STATUS = '''query MediaStatus($id: ID!) {
+  product(id: $id) { media(first: 5) { nodes { status mediaErrors { message } } } }
+}'''
 STAGED_UPLOAD = '''mutation StagedUpload($input: [StagedUploadInput!]!) {
   stagedUploadsCreate(input: $input) {
     stagedTargets { url resourceUrl parameters { name value } }
@@ -54,6 +64,8 @@ PUBLISH = '''mutation Publish($id: ID!, $input: [PublicationInput!]!) {
   }
 }'''
 MUTATION_COST = 10
+MEDIA_WAIT_SECONDS = 60
+MEDIA_COST = 13  # what Shopify charges for MEDIA_STATUS: 1 + 2 + 5 x 2
 DISPLAY_PX = 2048
 
 
@@ -196,6 +208,8 @@ class ShopifyPublisher(Publisher):
         self.client = ShopifyClient(settings, http)
         self.dry_run = settings.dry_run
         self._publication = None
+        self._shop_facts = None
+        self._once = KeyedLocks()
 
     def describe(self):
         return 'shopify (dry run)' if self.dry_run else 'shopify'
@@ -214,38 +228,69 @@ class ShopifyPublisher(Publisher):
         return round(width * scale), round(height * scale)
 
     def publish(self, artwork, product_type, brief, ctx, auto_publish=True):
-        synced = self.synced_by_printify(artwork, product_type, ctx)
-        if synced is not None:
-            return synced
+        printify = self.printify(ctx)
+        if printify is not None and printify.syncs_to_shopify():
+            ctx.log(f'shopify: Printify\'s shop makes the Shopify {product_type.key} itself; '
+                    f'not making a second one')
+            return None
+        variants = printify.listing_variants(artwork, product_type, ctx) if printify else None
         handle = product_handle(brief.title, ctx.job_id, artwork.key, product_type.key)
+        listing = ListingInput(brief, product_type, variants or catalogue_variants(
+            product_type), auto_publish)
         if self.dry_run:
-            return self.rehearse(artwork, product_type, brief, handle, auto_publish)
-        source = ctx.checkpoint(f'shopify:file:{artwork.path}',
-                                lambda: self.file_source(artwork, ctx))
+            return self.rehearse(artwork, listing, handle)
+        with self._once.hold((ctx.job_id, artwork.path)):  # types sharing a file: one upload
+            source = ctx.checkpoint(f'shopify:file:{artwork.path}',
+                                    lambda: self.file_source(artwork, ctx))
         tag = f'{artwork.key}:{product_type.key}'
         product = ctx.checkpoint(f'shopify:product:{tag}', lambda: self.set_product(
-            handle, product_input(brief, product_type, source, auto_publish), ctx))
+            handle, listing.product(source), ctx))
+        ctx.checkpoint(f'shopify:media:{tag}', lambda: self.wait_for_media(product, ctx))
         if auto_publish:
             product = ctx.checkpoint(f'shopify:published:{tag}',
                                      lambda: self.publish_online(product, ctx))
-        return self.result(product, product_type, brief, auto_publish)
+        linked = ctx.lookup(f'printify:product:{tag}') if variants else None
+        return self.result(product, product_type, brief, auto_publish, linked)
 
-    # Connected Printify shops ------------------------------------------------
+    # Other platforms ---------------------------------------------------------
 
-    def synced_by_printify(self, artwork, product_type, ctx):
-        """The Shopify product Printify made for this design, if Printify's shop
-        is connected to Shopify (creating it here too would duplicate it)."""
-        printify = next((p for p in ctx.publishers if p.name == 'printify'), None)
-        if printify is None or not printify.syncs_to_shopify():
-            return None
-        external = ctx.lookup(f'printify:external:{artwork.key}:{product_type.key}')
-        if not external:
-            raise AdapterError('shopify: waiting for Printify to create the Shopify product '
-                               '(its shop is connected to Shopify)', adapter='shopify')
-        numeric = str(external.get('id', ''))
-        return {'platform': 'shopify', 'productId': f'gid://shopify/Product/{numeric}',
-                'url': self.admin_url(numeric), 'storeUrl': external.get('handle'),
-                'type': product_type.key, 'via': 'printify', 'published': True}
+    @staticmethod
+    def printify(ctx):
+        return next((p for p in ctx.publishers if p.name == 'printify'), None)
+
+    def fulfilment_warnings(self, publishers):
+        printify = next((p for p in publishers if p.name == 'printify'), None)
+        if printify is None:
+            return ['shopify: no print provider is configured (ENABLED_PLATFORMS has no '
+                    'printify): orders for the products made here reach no printer']
+        facts = printify.facts() or {}
+        if facts.get('shopKind') == 'connected' and facts.get('salesChannel') != 'shopify':
+            return [f'shopify: the Printify shop syncs to {facts["salesChannel"]}, not to '
+                    f'Shopify: the Shopify products made here are not linked to Printify, so '
+                    f'their orders reach no printer']
+        if facts.get('salesChannel') == 'shopify' and not self.same_store(facts['shopTitle']):
+            return [f'shopify: the Printify shop {facts["shopTitle"]!r} syncs to a Shopify '
+                    f'store that may not be {self.store_host()}: its products will not appear '
+                    f'in SHOPIFY_STORE_URL']
+        return []
+
+    def same_store(self, printify_title):
+        """Whether Printify's shop title names this store (its name or its
+        myshopify subdomain): shops.json says no more about the channel."""
+        if self._shop_facts is None:
+            try:
+                self._shop_facts = self.client.graphql(SHOP_FACTS, cost=1).get('shop') or {}
+            except AdapterError:
+                return True  # unknown: health reports the store itself
+        title = str(printify_title or '').strip().lower()
+        names = {str(self._shop_facts.get('name', '')).strip().lower(),
+                 str(self._shop_facts.get('myshopifyDomain', '')).lower(),
+                 str(self._shop_facts.get('myshopifyDomain', '')).split('.')[0].lower(),
+                 self.store_host().lower(), self.store_host().split('.')[0].lower()}
+        return title in names
+
+    def store_host(self):
+        return urlsplit(self.settings.shopify_store_url).hostname or ''
 
     # Writing -----------------------------------------------------------------
 
@@ -284,6 +329,29 @@ class ShopifyPublisher(Publisher):
         ctx.log(f'shopify: product {result["id"]} ({handle}) is {result["status"]}')
         return result
 
+    def wait_for_media(self, product, ctx):
+        """Wait until Shopify has processed the design image: READY, or FAILED
+        with its reasons (then the listing has no picture: the job fails)."""
+        deadline = time.monotonic() + MEDIA_WAIT_SECONDS
+        pause = 0.25
+        while True:
+            data = self.client.graphql(MEDIA_STATUS, {'id': product['id']}, cost=MEDIA_COST)
+            nodes = (((data.get('product') or {}).get('media') or {}).get('nodes')) or []
+            failed = [n for n in nodes if n.get('status') == 'FAILED']
+            if failed:
+                reasons = '; '.join(e.get('message', '') for n in failed
+                                    for e in n.get('mediaErrors') or []) or 'no reason given'
+                raise AdapterError(f'shopify: the design image failed processing: {reasons}',
+                                   adapter='shopify', retryable=False)
+            if all(n.get('status') == 'READY' for n in nodes):
+                return {'media': len(nodes)}
+            if time.monotonic() > deadline:
+                ctx.log(f'shopify: the design image of {product["id"]} is still processing',
+                        'WARNING')
+                return {'media': len(nodes), 'processing': True}
+            gevent.sleep(pause)
+            pause = min(pause * 2, 4)
+
     def publish_online(self, product, ctx):
         data = self.client.graphql(PUBLISH, {'id': product['id'], 'input': [
             {'publicationId': self.online_store(ctx)}]})
@@ -306,12 +374,16 @@ class ShopifyPublisher(Publisher):
                                    adapter='shopify', retryable=False)
         return self._publication
 
-    def result(self, product, product_type, brief, auto_publish):
+    def result(self, product, product_type, brief, auto_publish, linked):
         numeric = product['id'].rsplit('/', 1)[-1]
-        return {'platform': 'shopify', 'productId': product['id'],
-                'url': self.admin_url(numeric), 'storeUrl': product.get('onlineStoreUrl'),
-                'handle': product.get('handle'), 'type': product_type.key,
-                'title': brief.title, 'published': auto_publish}
+        result = {'platform': 'shopify', 'productId': product['id'],
+                  'url': self.admin_url(numeric), 'storeUrl': product.get('onlineStoreUrl'),
+                  'handle': product.get('handle'), 'type': product_type.key,
+                  'title': brief.title, 'published': auto_publish,
+                  'status': 'published' if auto_publish else 'draft'}
+        if linked:
+            result['printifyProductId'] = linked['id']
+        return result
 
     def admin_url(self, numeric_id):
         store = urlsplit(self.settings.shopify_store_url).hostname or ''
@@ -320,21 +392,20 @@ class ShopifyPublisher(Publisher):
 
     # Dry run -----------------------------------------------------------------
 
-    def rehearse(self, artwork, product_type, brief, handle, auto_publish):
+    def rehearse(self, artwork, listing, handle):
         source = artwork.url if self.settings.public_url else '<staged upload resourceUrl>'
         sent = [{'query': PRODUCT_SET, 'variables': {
-            'identifier': {'handle': handle},
-            'input': product_input(brief, product_type, source, auto_publish)}}]
+            'identifier': {'handle': handle}, 'input': listing.product(source)}}]
         if not self.settings.public_url:
             sent.insert(0, {'query': STAGED_UPLOAD, 'variables': {'input': [{
                 'filename': artwork.path.rsplit('/', 1)[-1], 'mimeType': 'image/png',
                 'httpMethod': 'POST', 'resource': 'IMAGE'}]}})
-        if auto_publish:
+        if listing.auto_publish:
             sent.append({'query': PUBLISH, 'variables': {
                 'id': '<product id>', 'input': [{'publicationId': '<Online Store>'}]}})
         return {'platform': 'shopify', 'productId': f'dry-run-{handle}', 'dryRun': True,
-                'type': product_type.key, 'title': brief.title, 'published': False,
-                'requests': sent}
+                'type': listing.product_type.key, 'title': listing.brief.title,
+                'published': False, 'status': 'draft', 'requests': sent}
 
 
 def product_handle(title, job_id, key, type_key):
@@ -344,20 +415,51 @@ def product_handle(title, job_id, key, type_key):
     return f'{slug(title)}-{type_key}-{digest}'
 
 
-def product_input(brief, product_type, source, auto_publish):
-    """ProductSetInput: Size and Color options, one variant each, the design."""
-    price = f'{float(product_type.price):.2f}'
-    return {
-        'title': brief.title,
-        'descriptionHtml': brief.description_html or f'<p>{html.escape(brief.description)}</p>',
-        'vendor': 'POD Engine', 'productType': product_type.name, 'tags': brief.tags,
-        'status': 'ACTIVE' if auto_publish else 'DRAFT',
-        'productOptions': [
-            {'name': 'Size', 'values': [{'name': size} for size in product_type.sizes]},
-            {'name': 'Color', 'values': [{'name': color} for color in product_type.colors]}],
-        'variants': [{'optionValues': [{'optionName': 'Size', 'name': size},
-                                       {'optionName': 'Color', 'name': color}],
-                      'price': price}
-                     for size in product_type.sizes for color in product_type.colors],
-        'files': [{'originalSource': source, 'contentType': 'IMAGE', 'alt': brief.title}],
-    }
+def catalogue_variants(product_type):
+    """Variants from the catalogue alone (no print provider): every size and
+    colour at the type's price, with a SKU of our own."""
+    price = int(round(float(product_type.price) * 100))
+    return [{'sku': f'POD-{product_type.key}-{slug(color)}-{slug(size)}'.upper(),
+             'price': price, 'color': color, 'size': size, 'grams': None}
+            for size in product_type.sizes for color in product_type.colors]
+
+
+class ListingInput:
+    """The ProductSetInput of one listing: Size and Color options, one
+    variant per print variant with its SKU and price, sold while out of
+    stock (a print-on-demand product has no stock: Shopify's defaults,
+    tracked inventory at 0 and DENY, would show every size "Sold out")."""
+
+    def __init__(self, brief, product_type, variants, auto_publish):
+        self.brief = brief
+        self.product_type = product_type
+        self.variants = variants
+        self.auto_publish = auto_publish
+
+    def product(self, source):
+        brief = self.brief
+        return {
+            'title': brief.title,
+            'descriptionHtml': brief.description_html or
+            f'<p>{html.escape(brief.description)}</p>',
+            'vendor': 'POD Engine', 'productType': self.product_type.name, 'tags': brief.tags,
+            'status': 'ACTIVE' if self.auto_publish else 'DRAFT',
+            'productOptions': [self.option('Size', 'size'), self.option('Color', 'color')],
+            'variants': [self.variant(v) for v in self.variants],
+            'files': [{'originalSource': source, 'contentType': 'IMAGE', 'alt': brief.title}],
+        }
+
+    def option(self, name, field):
+        values = list(dict.fromkeys(v[field] for v in self.variants))
+        return {'name': name, 'values': [{'name': value} for value in values]}
+
+    @staticmethod
+    def variant(variant):
+        item = {'sku': variant['sku'], 'tracked': False}
+        if variant.get('grams'):
+            item['measurement'] = {'weight': {'value': float(variant['grams']),
+                                              'unit': 'GRAMS'}}
+        return {'optionValues': [{'optionName': 'Size', 'name': variant['size']},
+                                 {'optionName': 'Color', 'name': variant['color']}],
+                'price': f'{variant["price"] / 100:.2f}', 'sku': variant['sku'],
+                'inventoryPolicy': 'CONTINUE', 'inventoryItem': item}

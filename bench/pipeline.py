@@ -39,7 +39,7 @@ def start_engine(tmp, fakes, limit):
     env = engine_env(DATA_DIR=tmp / 'data', COMFYUI_URL=comfy.url, COMFYUI_STEPS=5,
                      MIN_SOURCE_PX=1000, PRINTIFY_API_URL=printify.url,
                      PRINTIFY_API_TOKEN=TOKEN, PRINTIFY_RATE_LIMIT=limit,
-                     PRINTIFY_CATALOG_RATE_LIMIT=limit, PRINTIFY_PUBLISH_WAIT_MS=10000,
+                     PRINTIFY_CATALOG_RATE_LIMIT=limit,
                      METRICS_INTERVAL_MS=60000)
     try:
         return engine_process.start_engine(env, tmp / 'engine.log')
@@ -54,7 +54,8 @@ def run_case(name, designs, image_seconds, limit_count, window, latency):
         comfy = FakeService('comfyui', tmp / 'comfy.log', step_seconds=image_seconds / 5,
                             image_size=PRINT_SIZE).start()
         printify = FakeService('printify', tmp / 'printify.log', front_size=PRINT_SIZE,
-                               publish_lock_seconds=0, rate_global_per_min=limit_count,
+                               shops=[{'id': 1001, 'title': 'Etsy', 'sales_channel': 'etsy'}],
+                               sync_seconds=0, rate_global_per_min=limit_count,
                                rate_catalog_per_min=limit_count,
                                rate_window_scale=window / 60,
                                slow={'path_contains': '/v1/', 'seconds': latency}).start()

@@ -164,11 +164,15 @@ def test_printify_accepts_the_documented_flow(fakes):
     flags = dict.fromkeys(('title', 'description', 'images', 'variants', 'tags'), True)
     publish = pfy.post(f'/v1/shops/{SHOP}/products/{product["id"]}/publish.json', flags)
     assert (publish.status_code, publish.json()) == (200, {})
+    assert pfy.ok('GET', path)['is_locked'] is True  # an API shop: until we answer
+    time.sleep(0.5)
     assert pfy.ok('GET', path)['is_locked'] is True
-    published = wait_for(lambda: (lambda p: p if 'external' in p else None)(
-        pfy.ok('GET', path)))
-    assert published['is_locked'] is False
-    assert published['external']['handle'].startswith('https://www.etsy.com/listing/')
+    external = {'id': '8100000000001', 'handle': 'https://shop.example/products/sun'}
+    done = pfy.post(f'/v1/shops/{SHOP}/products/{product["id"]}/publishing_succeeded.json',
+                    {'external': external})
+    assert (done.status_code, done.json()) == (200, {'product_id': product['id']})
+    published = pfy.ok('GET', path)
+    assert published['is_locked'] is False and published['external'] == external
 
     state = requests.get(fake.url + '/_fake/state', timeout=5).json()
     assert state['publishes'] == 1 and len(state['products']) == 1
@@ -180,7 +184,8 @@ def test_printify_accepts_the_documented_flow(fakes):
 
 
 def test_printify_url_uploads_and_shopify_channel(fakes):
-    fake = fakes.start('printify', shops=[{'id': SHOP, 'title': 'S', 'sales_channel': 'shopify'}])
+    fake = fakes.start('printify', shops=[{'id': SHOP, 'title': 'S', 'sales_channel': 'shopify'}],
+                       sync_seconds=0.3)
     pfy = Pfy(fake)
     first = pfy.upload(png(30, 40, 'blue'))
     by_url = pfy.ok('POST', '/v1/uploads/images.json',
@@ -268,7 +273,7 @@ def test_printify_rejects_bad_prices_and_shapes(fakes):
 
 
 def test_printify_publish_refusals_and_lock(fakes):
-    fake = fakes.start('printify', publish_lock_seconds=1.5)
+    fake = fakes.start('printify')
     pfy = Pfy(fake)
     flags = dict.fromkeys(('title', 'description', 'images', 'variants', 'tags'), True)
     cheap = pfy.create(pfy.product_body(price=999))

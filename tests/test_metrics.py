@@ -51,7 +51,7 @@ def test_upstream_requests_and_rate_limit_waits(engines, fakes):
     printify = fakes.start('printify', rate_global_per_min=3, rate_window_scale=0.02)
     engine = engines.start(CUSTOM_HANDLERS='testkit', IMAGE_BACKEND='tiny', MIN_SOURCE_PX=1000,
                            PRINTIFY_API_URL=printify.url, PRINTIFY_API_TOKEN='test-printify-token',
-                           PRINTIFY_RATE_LIMIT='3/1.2', PRINTIFY_PUBLISH_WAIT_MS=5000)
+                           PRINTIFY_RATE_LIMIT='3/1.2')
     job_id = engine.submit({'prompt': 'x', 'productTypes': ['tshirt']}, path='/api/generate')
     engine.wait_for(job_id, 'completed', timeout=60)
     metrics = scrape(engine)

@@ -203,6 +203,8 @@ function thumbImg(path, width, alt, cls) {
   return h('img', { src: thumb(path, width), alt, loading: 'lazy', decoding: 'async', class: cls });
 }
 
+const PUBLISH_STATES = { publishing: 'publishing…', publish_failed: 'publish failed' };
+
 /** Product links grouped by platform; local products show their mockup. */
 function productLinks(products) {
   const byPlatform = new Map();
@@ -225,6 +227,12 @@ function productLinks(products) {
         if (product.storeUrl) {
           links.push(h('a', { class: 'chip store', href: product.storeUrl, target: '_blank',
             rel: 'noopener', title: 'Open in the store' }, 'store ↗'));
+        }
+        if (PUBLISH_STATES[product.status]) {
+          // A connected shop syncs after the job ends; a failed sync says why.
+          links.push(h('span', { class: 'chip publish-state', dataset: { state: product.status },
+            title: product.error || 'The platform is still making the store listing' },
+          PUBLISH_STATES[product.status]));
         }
         return links;
       }))));
@@ -541,13 +549,19 @@ function renderJobs() {
   setText($('#jobs-shown'), shown.length ? `Showing ${count(shown.length)}${more ? '+' : ''} ${shown.length === 1 ? 'job' : 'jobs'}` : '');
 }
 
+/** A completed job with products whose publish failed after it ended: its retry publishes them again. */
+function publishFailed(job) {
+  return job.status === 'completed' &&
+    ((job.result && job.result.products) || []).some((p) => p.status === 'publish_failed');
+}
+
 function actionButtons(job) {
   const buttons = [];
   if (job.status === 'pending' || job.status === 'running') {
     buttons.push(h('button', { type: 'button', class: 'secondary small danger', dataset: { action: 'cancel' },
       'aria-label': `Cancel ${job.id}` }, 'Cancel'));
   }
-  if (job.status === 'failed' || job.status === 'cancelled') {
+  if (job.status === 'failed' || job.status === 'cancelled' || publishFailed(job)) {
     buttons.push(h('button', { type: 'button', class: 'secondary small', dataset: { action: 'retry' },
       'aria-label': `Retry ${job.id}` }, 'Retry'));
   }
@@ -600,7 +614,7 @@ function updateRow(row, job) {
     holder.dataset.src = job.type;
     holder.replaceChildren({ generate: '✦', batch: '▦', custom: '⚙' }[job.type] || '•');
   }
-  if (!previous || previous.status !== job.status) {
+  if (!previous || previous.status !== job.status || publishFailed(previous) !== publishFailed(job)) {
     $('.c-actions', row).replaceChildren(...actionButtons(job));
   }
 }
@@ -727,7 +741,8 @@ function renderDesigns() {
   for (const design of shown) {
     const key = `${design.job.id}/${design.image.id}`;
     let card = cards.get(key);
-    const signature = `${design.image.path}|${design.products.map((p) => p.productId).join(',')}`;
+    const signature = `${design.image.path}|${design.products.map((p) =>
+      `${p.productId}:${p.status || ''}`).join(',')}`;
     if (!card || card.dataset.signature !== signature) {
       const fresh = designCard(design, THUMB_CARD, false);
       fresh.dataset.signature = signature;

@@ -15,6 +15,12 @@ default such as ``python-requests/2.32`` (else 400). POST/PUT bodies must be
 blueprint and provider (and the below-cost publish refusal), 8252 the product
 is locked while publishing, 8254 the shop has no sales channel.
 
+Publishing follows the shop's kind. A ``custom_integration`` (API) shop locks
+a published product until the integration calls ``publishing_succeeded.json``
+(``{external: {id, handle}}``) or ``publishing_failed.json`` (``{reason}``);
+a shop connected to a channel (``shopify``, ``etsy``, ...) syncs it by itself
+after ``sync_seconds`` and sets ``external``.
+
 Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
 
     token                    "test-printify-token"
@@ -27,15 +33,25 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
     rate_window_scale        1.0   multiplies every window (0.05: 600 per 3 s)
     front_size               None  [w, h] for every front placeholder
     retry_after_header       True  send Retry-After (seconds) with 429s
-    publish_lock_seconds     0.3   how long is_locked stays true after publish
-    publish_outcome          "succeeded" | "failed" (lock clears, no external)
-                             | "stuck" (stays locked until
-                             publishing_succeeded/failed.json is called)
+    sync_seconds             90    a connected shop's sync: how long a published
+                             product stays locked before the channel has it
+    time_scale               1.0   multiplies sync_seconds (0.02: 90 s in 1.8 s)
+    sync_outcome             "succeeded" (external set) | "failed" (lock
+                             clears, no external, publish_failure set) |
+                             "never" (stays locked)
     shopify_domain           "test-shop.myshopify.com" (external.handle for
                              shops whose sales_channel is "shopify")
+    shopify_fake_url         None  the fake Shopify's base URL: a "shopify"
+                             shop's sync then makes the product there
+                             (POST /_fake/channel_products), as Printify does
+    error_rate               0     share of /v1/ requests answered 500 (seeded
+                             by error_seed, 7); half of such creates are
+                             saved first
     fail_next                []  [{"path_contains": "/products.json",
                              "method": "POST", "status": 500, "times": 1,
-                             "retry_after": 2}]; status 0 drops the connection
+                             "retry_after": 2}]; status 0 drops the connection;
+                             "after_save": true answers so after the request
+                             took effect (a create that was saved)
     slow                     None  {"path_contains": "...", "seconds": 3}
                              (or a list of them) delays matching requests
     crash_after_create       False  True (next create) or n (next n creates):
@@ -44,7 +60,8 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
 
 Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
 ``POST /_fake/reset``, ``GET /_fake/state`` (products, uploads, publishes,
-rate_limited, requests_by_group, errors, total_requests) and
+publishing_succeeded, publishing_failed, syncs, locked, rate_limited,
+requests_by_group, errors, total_requests) and
 ``GET /_fake/uploads/<id>`` (the uploaded bytes, for ``url`` uploads).
 """
 
@@ -56,6 +73,7 @@ import hashlib
 import io
 import json
 import math
+import random
 import re
 import secrets
 import sys
@@ -79,9 +97,13 @@ DEFAULT_SCENARIO = {
     'rate_window_scale': 1.0,
     'front_size': None,
     'retry_after_header': True,
-    'publish_lock_seconds': 0.3,
-    'publish_outcome': 'succeeded',
+    'sync_seconds': 90,
+    'time_scale': 1.0,
+    'sync_outcome': 'succeeded',
     'shopify_domain': 'test-shop.myshopify.com',
+    'shopify_fake_url': None,
+    'error_rate': 0,
+    'error_seed': 7,
     'fail_next': [],
     'slow': None,
     'crash_after_create': False,
@@ -94,6 +116,7 @@ LIBRARY_AGENTS = ('python-requests/', 'python-urllib/', 'python-httpx/', 'aiohtt
 PUBLISH_FLAGS = ('title', 'description', 'images', 'variants', 'tags')
 OPTIONAL_PUBLISH_FLAGS = ('keyFeatures', 'shipping_template')
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
+API_CHANNELS = ('custom_integration', 'api')  # the integration answers each publish itself
 
 
 # Catalog ###################################################################
@@ -314,15 +337,19 @@ class PrintifyFake:
         self.scenario = copy.deepcopy(DEFAULT_SCENARIO)
         self.requests = []
         self.products = {}      # id -> product as the API returns it
-        self.locks = {}         # id -> {'until': t or None, 'outcome': ...}
+        self.locks = {}         # id -> {'until': t or None, 'outcome': ..., 'timer'}
         self.uploads = {}       # id -> upload answer
         self.blobs = {}         # id -> bytes
         self.windows = collections.defaultdict(collections.deque)
-        self.counts = {'publishes': 0, 'rate_limited': 0, 'errors': 0, 'total_requests': 0}
+        self.counts = {'publishes': 0, 'rate_limited': 0, 'errors': 0, 'total_requests': 0,
+                       'publishing_succeeded': 0, 'publishing_failed': 0, 'syncs': 0}
+        self.random = random.Random(DEFAULT_SCENARIO['error_seed'])
         self.by_group = collections.Counter()
 
     def configure(self, patch):
         self.scenario.update(patch)
+        if 'error_seed' in patch:
+            self.random = random.Random(patch['error_seed'])
 
     def shop(self, shop_id):
         for shop in self.scenario['shops']:
@@ -345,6 +372,7 @@ class PrintifyFake:
             self.settle(pid)
         return {'products': list(self.products.values()),
                 'uploads': list(self.uploads.values()),
+                'locked': sum(p['is_locked'] for p in self.products.values()),
                 'requests_by_group': dict(self.by_group), **self.counts}
 
     # Rate limits -------------------------------------------------------
@@ -390,7 +418,13 @@ class PrintifyFake:
     # Failure injection -------------------------------------------------
 
     def injected_failure(self, method, path):
-        """The first matching ``fail_next`` rule, consumed, or None."""
+        """The first matching ``fail_next`` rule, consumed, or None; else,
+        with ``error_rate``, now and then a 500 (for a create, as often
+        after it was saved as before)."""
+        rate = float(self.scenario.get('error_rate') or 0)
+        if rate and path.startswith('/v1/') and self.random.random() < rate:
+            return {'status': 500, 'after_save': method == 'POST' and self.random.random() < 0.5,
+                    'message': 'Internal server error.'}
         for rule in list(self.scenario.get('fail_next') or []):
             if rule.get('path_contains', '') not in path:
                 continue
@@ -643,36 +677,75 @@ class PrintifyFake:
             raise invalid(8251, f'Variant {v["id"]} price {v["price"]} is below its cost '
                                 f'{v["cost"]}; {len(cheap)} enabled variant(s) are priced '
                                 'below cost.')
+        product.pop('publish_failure', None)
         self.lock(pid)
         self.counts['publishes'] += 1
         return {}
 
     def lock(self, pid):
-        outcome = self.scenario['publish_outcome']
-        until = None if outcome == 'stuck' else (
-            time.monotonic() + float(self.scenario['publish_lock_seconds']))
-        self.locks[pid] = {'until': until, 'outcome': outcome}
+        """Lock for the publish: an API shop until its integration answers,
+        a connected shop until its sync ends (on a timer, and on reads)."""
+        shop = self.shop(self.products[pid]['shop_id'])
         self.products[pid]['is_locked'] = True
+        if shop_kind(shop.get('sales_channel')) == 'api':
+            self.locks[pid] = {'until': None, 'outcome': 'answer'}
+            return
+        outcome = self.scenario['sync_outcome']
+        seconds = float(self.scenario['sync_seconds']) * float(self.scenario['time_scale'])
+        until = None if outcome == 'never' else time.monotonic() + seconds
+        timer = None if until is None else gevent.spawn_later(seconds, self.settle, pid)
+        self.locks[pid] = {'until': until, 'outcome': outcome, 'timer': timer}
 
     def settle(self, pid):
-        """Finish a publish whose lock time has passed (evaluated lazily on reads)."""
+        """Finish a sync whose time has passed."""
         lock = self.locks.get(pid)
         if not lock or lock['until'] is None or time.monotonic() < lock['until']:
             return
         del self.locks[pid]
+        if pid not in self.products:
+            return
         product = self.products[pid]
+        outcome = lock['outcome']
+        if outcome == 'succeeded':
+            try:
+                product['external'] = self.external_for(product)
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                outcome = 'failed'
+                product['publish_failure'] = f'the channel refused the product: {exc}'
+        else:
+            product['publish_failure'] = 'the channel refused the product'
         product['is_locked'] = False
-        if lock['outcome'] == 'succeeded':
-            product['external'] = self.external_for(product)
+        self.counts['syncs'] += 1
 
     def external_for(self, product):
         shop = self.shop(product['shop_id'])
         number = str(7_000_000_000_000 + int(product['id'][-8:], 16) % 10 ** 12)
         if shop.get('sales_channel') == 'shopify':
+            if self.scenario.get('shopify_fake_url'):
+                return self.channel_product(product, shop)
             handle = f'https://{self.scenario["shopify_domain"]}/products/{slug(product["title"])}'
             return {'id': number, 'handle': handle}
         listing = number[-10:]
         return {'id': listing, 'handle': f'https://www.etsy.com/listing/{listing}'}
+
+    def channel_product(self, product, shop):
+        """Make the product in the fake Shopify, as Printify's sync does."""
+        options = {COLOR_IDS[c]: c for c in COLOR_IDS}
+        sizes = {SIZE_IDS[s]: s for s in SIZE_IDS}
+        variants = [{'sku': v['sku'], 'price': f'{v["price"] / 100:.2f}', 'grams': v['grams'],
+                     'options': {'Size': sizes[v['options'][1]],
+                                 'Color': options[v['options'][0]]}}
+                    for v in product['variants'] if v['is_enabled']]
+        response = requests.post(
+            self.scenario['shopify_fake_url'].rstrip('/') + '/_fake/channel_products',
+            timeout=10, json={'title': product['title'],
+                              'descriptionHtml': product['description'],
+                              'tags': product['tags'], 'vendor': shop.get('title', ''),
+                              'variants': variants,
+                              'image_url': (product['images'] or [{}])[0].get('src', '')})
+        response.raise_for_status()
+        made = response.json()
+        return {'id': str(made['legacyResourceId']), 'handle': made['onlineStoreUrl']}
 
     def publishing_succeeded(self, shop_id, pid, body):
         product = self.product(shop_id, pid)
@@ -680,21 +753,32 @@ class PrintifyFake:
         need(external, 'id', 'external.id', 'string')
         need(external, 'handle', 'external.handle', 'string')
         self.locks.pop(pid, None)
+        product.pop('publish_failure', None)
         product.update(is_locked=False, external={'id': external['id'],
                                                    'handle': external['handle']})
-        return {}
+        self.counts['publishing_succeeded'] += 1
+        return {'product_id': pid}
 
     def publishing_failed(self, shop_id, pid, body):
         product = self.product(shop_id, pid)
-        need(body, 'reason', 'reason', 'string')
+        product['publish_failure'] = need(body, 'reason', 'reason', 'string')
         self.locks.pop(pid, None)
         product['is_locked'] = False
-        return {}
+        self.counts['publishing_failed'] += 1
+        return {'product_id': pid}
 
     def unpublish(self, shop_id, pid):
         product = self.product(shop_id, pid)
         product.pop('external', None)
         return {}
+
+
+def shop_kind(sales_channel):
+    """``api`` (custom integration), ``connected`` (a channel) or ``none``."""
+    channel = str(sales_channel or '').strip().lower()
+    if not channel:
+        return 'none'
+    return 'api' if channel in API_CHANNELS else 'connected'
 
 
 def check_publish_flags(body):
@@ -839,8 +923,10 @@ class Pipeline:
         fake.counts['total_requests'] += 1
         headers = {}
         try:
-            headers = self.gate(request)
+            headers, after = self.gate(request)
             response = reply(callback(*args, **kwargs), headers=headers)
+            if after:  # done, and yet answered as a failure
+                raise injected(after, request)
         except ApiError as exc:
             response = reply(exc.body, exc.status, {**headers, **exc.headers})
         except Exception:  # a bug in the fake: show it in the fake's log
@@ -853,7 +939,8 @@ class Pipeline:
         return response
 
     def gate(self, request):
-        """Everything before the handler; returns the rate-limit headers."""
+        """Everything before the handler; returns the rate-limit headers and
+        a failure to answer once the handler has run (``after_save``)."""
         fake, path = self.fake, request.path
         check_auth(request, fake.scenario['token'])
         headers = fake.take_slot(path) if path.startswith('/v1/') else {}
@@ -861,11 +948,11 @@ class Pipeline:
         if delay:
             gevent.sleep(delay)
         rule = fake.injected_failure(request.method, path)
-        if rule:
+        if rule and not rule.get('after_save'):
             raise injected(rule, request)
         if request.method in ('POST', 'PUT'):
             request.environ['fake.json'] = read_json()
-        return headers
+        return headers, rule
 
 
 def injected(rule, request):

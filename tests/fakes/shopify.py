@@ -48,7 +48,12 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
     media_processing_seconds 0       media stay PROCESSING this long
     fail_next                []      [{"path_contains": "graphql", "operation":
                                      "productSet", "status": 500, "times": 1}];
-                                     status 0 drops the connection
+                                     status 0 drops the connection;
+                                     "after_save": true runs the operation
+                                     first (the product is saved)
+    error_rate               0       share of GraphQL requests answered 500
+                                     (seeded by error_seed, 11); half of such
+                                     mutations take effect first
     user_error_next          None    {"mutation": "productSet", "field":
                                      ["input", "title"], "message": "...",
                                      "code": "INVALID_INPUT", "times": 1}
@@ -60,9 +65,21 @@ fake's ``/_fake_upload/<key>``; POST there as multipart with every parameter
 ``Content-Type`` given for PUT targets. Then pass ``resourceUrl`` (not
 ``url``) as ``originalSource``.
 
+Inventory is Shopify's: a new variant is tracked, with 0 in stock and
+``inventoryPolicy: DENY`` unless the input says otherwise, and
+``availableForSale`` is true only when it is untracked, CONTINUE, or in stock
+(and the product is ACTIVE): a print-on-demand listing made with the defaults
+shows every size "Sold out". ``inventoryItem.measurement.weight`` is kept.
+
 Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
-``POST /_fake/reset``, ``GET /_fake/state`` (products, throttled,
-total_requests, staged_uploads, publications).
+``POST /_fake/reset``, ``GET /_fake/state`` (products with ``createdBy``
+api|channel, created_by_api, created_by_channel, throttled, total_requests,
+staged_uploads, publications), and ``POST /_fake/channel_products``, which a
+sales-channel app (the fake Printify's sync) calls to make a product:
+``{title, descriptionHtml, tags, vendor, variants: [{sku, price: "24.99",
+options: {Size, Color}, grams}], image_url}`` -> ``{id, legacyResourceId,
+handle, onlineStoreUrl}``; the product is ACTIVE on the Online Store and its
+variants are untracked.
 """
 
 import base64
@@ -72,6 +89,7 @@ import decimal
 import hashlib
 import io
 import json
+import random
 import re
 import secrets
 import sys
@@ -97,6 +115,8 @@ DEFAULT_SCENARIO = {
     'fail_next': [],
     'user_error_next': None,
     'slow': None,
+    'error_rate': 0,
+    'error_seed': 11,
 }
 
 VERSION = re.compile(r'20\d\d-(01|04|07|10)')
@@ -128,6 +148,7 @@ enum StagedUploadTargetGenerateUploadResource { IMAGE FILE VIDEO MODEL_3D PRODUC
 enum ProductVariantsBulkCreateStrategy { DEFAULT PRESERVE_STANDALONE_VARIANT
   REMOVE_STANDALONE_VARIANT }
 enum ProductVariantInventoryPolicy { DENY CONTINUE }
+enum WeightUnit { GRAMS KILOGRAMS OUNCES POUNDS }
 enum ProductOperationStatus { CREATED ACTIVE COMPLETE }
 enum ProductSortKeys { ID TITLE VENDOR PRODUCT_TYPE CREATED_AT UPDATED_AT PUBLISHED_AT RELEVANCE }
 enum FileCreateInputDuplicateResolutionMode { APPEND_UUID RAISE_ERROR REPLACE }
@@ -148,7 +169,14 @@ input VariantOptionValueInput { id: ID name: String optionId: ID optionName: Str
 input FileSetInput { id: ID originalSource: String contentType: FileContentType alt: String
   filename: String duplicateResolutionMode: FileCreateInputDuplicateResolutionMode }
 input InventoryItemInput { sku: String tracked: Boolean cost: Decimal requiresShipping: Boolean
-  harmonizedSystemCode: String countryCodeOfOrigin: String }
+  harmonizedSystemCode: String countryCodeOfOrigin: String
+  measurement: InventoryItemMeasurementInput }
+input InventoryItemMeasurementInput { weight: WeightInput }
+input WeightInput { value: Float! unit: WeightUnit! }
+input ProductUpdateInput { id: ID! title: String descriptionHtml: String handle: String
+  vendor: String productType: String tags: [String!] status: ProductStatus seo: SEOInput
+  category: ID templateSuffix: String requiresSellingPlan: Boolean
+  metafields: [MetafieldInput!] }
 input SEOInput { title: String description: String }
 input MetafieldInput { id: ID namespace: String key: String value: String type: String }
 input ProductCreateInput { title: String descriptionHtml: String handle: String vendor: String
@@ -192,6 +220,8 @@ type Mutation {
   productVariantsBulkCreate(productId: ID!, variants: [ProductVariantsBulkInput!]!,
     strategy: ProductVariantsBulkCreateStrategy = DEFAULT, media: [CreateMediaInput!]):
     ProductVariantsBulkCreatePayload
+  productUpdate(product: ProductUpdateInput @since(version: "2024-10"),
+    media: [CreateMediaInput!]): ProductUpdatePayload
   productDelete(input: ProductDeleteInput!): ProductDeletePayload
   stagedUploadsCreate(input: [StagedUploadInput!]!): StagedUploadsCreatePayload
   publishablePublish(id: ID!, input: [PublicationInput!]!): PublishablePublishPayload
@@ -229,10 +259,13 @@ type ProductVariant { id: ID! legacyResourceId: UnsignedInt64! title: String!
   displayName: String! price: Money! compareAtPrice: Money sku: String barcode: String
   position: Int! selectedOptions: [SelectedOption!]!
   inventoryPolicy: ProductVariantInventoryPolicy! inventoryItem: InventoryItem!
-  availableForSale: Boolean! taxable: Boolean! createdAt: DateTime! updatedAt: DateTime!
-  product: Product! }
+  availableForSale: Boolean! inventoryQuantity: Int taxable: Boolean! createdAt: DateTime!
+  updatedAt: DateTime! product: Product! }
 type SelectedOption { name: String! value: String! }
-type InventoryItem { id: ID! sku: String tracked: Boolean! requiresShipping: Boolean! }
+type InventoryItem { id: ID! sku: String tracked: Boolean! requiresShipping: Boolean!
+  measurement: InventoryItemMeasurement! }
+type InventoryItemMeasurement { id: ID! weight: Weight }
+type Weight { value: Float! unit: WeightUnit! }
 interface Media { id: ID! alt: String mediaContentType: MediaContentType!
   status: MediaStatus! mediaErrors: [MediaError!]! preview: MediaPreviewImage }
 type MediaImage implements Media { id: ID! alt: String mediaContentType: MediaContentType!
@@ -253,6 +286,7 @@ type ProductSetPayload { product: Product productSetOperation: ProductSetOperati
 type ProductCreatePayload { product: Product shop: Shop! userErrors: [UserError!]! }
 type ProductVariantsBulkCreatePayload { product: Product productVariants: [ProductVariant!]
   userErrors: [ProductVariantsBulkCreateUserError!]! }
+type ProductUpdatePayload { product: Product userErrors: [UserError!]! }
 type ProductDeletePayload { deletedProductId: ID shop: Shop! userErrors: [UserError!]! }
 type StagedUploadsCreatePayload { stagedTargets: [StagedMediaUploadTarget!]
   userErrors: [UserError!]! }
@@ -268,6 +302,7 @@ PAYLOAD_TYPES = {'productSet': ('ProductSetPayload', 'ProductSetUserError'),
                  'productCreate': ('ProductCreatePayload', 'UserError'),
                  'productVariantsBulkCreate': ('ProductVariantsBulkCreatePayload',
                                                'ProductVariantsBulkCreateUserError'),
+                 'productUpdate': ('ProductUpdatePayload', 'UserError'),
                  'productDelete': ('ProductDeletePayload', 'UserError'),
                  'stagedUploadsCreate': ('StagedUploadsCreatePayload', 'UserError'),
                  'publishablePublish': ('PublishablePublishPayload', 'UserError')}
@@ -1087,8 +1122,11 @@ class ShopifyFake:
         self.serial = 0
         self.counts = {'throttled': 0, 'total_requests': 0, 'staged_uploads': 0}
         self.bucket = {'level': float(self.scenario['bucket_max']), 'at': time.monotonic()}
+        self.random = random.Random(self.scenario['error_seed'])
 
     def configure(self, patch):
+        if 'error_seed' in patch:
+            self.random = random.Random(patch['error_seed'])
         self.level()
         self.scenario.update(patch)
         if 'bucket_available' in patch:
@@ -1100,8 +1138,11 @@ class ShopifyFake:
         return 8_100_000_000_000 + self.serial
 
     def state(self):
+        made_by = collections.Counter(p['createdBy'] for p in self.products.values())
         return {'products': [self.state_product(p) for p in self.products.values()],
-                'publications': self.scenario['publications'], **self.counts}
+                'publications': self.scenario['publications'],
+                'created_by_api': made_by['api'], 'created_by_channel': made_by['channel'],
+                **self.counts}
 
     def state_product(self, record):
         out = copy.deepcopy(record)
@@ -1137,6 +1178,13 @@ class ShopifyFake:
     # Failure injection -------------------------------------------------
 
     def injected_failure(self, path, operations):
+        """The first matching ``fail_next`` rule, consumed, or None; else,
+        with ``error_rate``, now and then a 500 (for a mutation, as often
+        after it took effect as before)."""
+        rate = float(self.scenario.get('error_rate') or 0)
+        if rate and self.random.random() < rate:
+            mutation = any(name in PAYLOAD_TYPES for name in operations)
+            return {'status': 500, 'after_save': mutation and self.random.random() < 0.5}
         for rule in list(self.scenario.get('fail_next') or []):
             if rule.get('path_contains', '') not in path:
                 continue
@@ -1190,7 +1238,7 @@ class ShopifyFake:
                                                     'maxCost': MAX_COST}}],
                          'extensions': {'cost': self.cost(requested, None)}}
         rule = self.injected_failure(bottle.request.path, op.root_fields())
-        if rule:
+        if rule and not rule.get('after_save'):
             return self.internal_error(rule)
         if not self.spend(requested):
             return int(self.scenario['throttle_status_code']), {
@@ -1204,6 +1252,8 @@ class ShopifyFake:
         except GraphQLError as exc:
             return 200, {'errors': [exc.payload], 'extensions': {
                 'cost': self.cost(requested, requested)}}
+        if rule:  # done, and yet answered as a failure
+            return self.internal_error(rule)
         return 200, {'data': data, 'extensions': {'cost': self.cost(requested, requested)}}
 
     def internal_error(self, rule):
@@ -1276,7 +1326,8 @@ class ShopifyFake:
             onlineStoreUrl=self.online_url(record),
             onlineStorePreviewUrl=f'https://{domain}/products/{record["handle"]}?preview=1',
             hasOnlyDefaultVariant=[o['name'] for o in record['options']] == ['Title'],
-            totalInventory=0, tracksInventory=False,
+            totalInventory=sum(v['inventoryQuantity'] for v in record['variants']),
+            tracksInventory=any(v['tracked'] for v in record['variants']),
             options=lambda args: [self.option_view(record, o)
                                   for o in record['options']][:args.get('first')],
             variants=connection(variants, 'ProductVariant'), variantsCount=count(len(variants)),
@@ -1306,8 +1357,14 @@ class ShopifyFake:
             selectedOptions=[obj('SelectedOption', **o) for o in variant['selectedOptions']],
             inventoryPolicy=variant['inventoryPolicy'],
             inventoryItem=obj('InventoryItem', id=f'gid://shopify/InventoryItem/{variant["num"]}',
-                              sku=variant['sku'], tracked=False, requiresShipping=True),
-            availableForSale=record['status'] == 'ACTIVE', taxable=True,
+                              sku=variant['sku'], tracked=variant['tracked'],
+                              requiresShipping=True, measurement=obj(
+                                  'InventoryItemMeasurement',
+                                  id=f'gid://shopify/InventoryItemMeasurement/{variant["num"]}',
+                                  weight=obj('Weight', **variant['weight'])
+                                  if variant['weight'] else None)),
+            availableForSale=record['status'] == 'ACTIVE' and sellable(variant),
+            inventoryQuantity=variant['inventoryQuantity'], taxable=True,
             createdAt=record['createdAt'], updatedAt=record['updatedAt'],
             product=lambda args: self.product_view(record))
 
@@ -1454,7 +1511,7 @@ class ShopifyFake:
                   'handle': handle, 'descriptionHtml': '', 'vendor': self.scenario['shop_name'],
                   'productType': '', 'tags': [], 'status': 'ACTIVE', 'seo': {},
                   'createdAt': now, 'updatedAt': now, 'publishedAt': None, 'options': [],
-                  'variants': [], 'media': [], 'publications': []}
+                  'variants': [], 'media': [], 'publications': [], 'createdBy': 'api'}
         self.products[record['id']] = record
         return record
 
@@ -1478,6 +1535,9 @@ class ShopifyFake:
                 'sku': sku, 'barcode': data.get('barcode'), 'position': position,
                 'selectedOptions': [{'name': n, 'value': v} for n, v in combo],
                 'inventoryPolicy': data.get('inventoryPolicy') or 'DENY',
+                # Shopify's default: tracked, none in stock (so DENY means sold out).
+                'tracked': (data.get('inventoryItem') or {}).get('tracked', True) is not False,
+                'inventoryQuantity': 0, 'weight': weight_of(data.get('inventoryItem')),
                 'standalone': data.get('standalone', False),
                 'media': (data.get('file') or {}).get('originalSource')}
 
@@ -1795,6 +1855,59 @@ class ShopifyFake:
         record['updatedAt'] = iso_now()
         return created
 
+    # productUpdate ---------------------------------------------------------
+
+    def resolve_productUpdate(self, args, context):
+        """Change the given fields of an existing product; never create one."""
+        data = args.get('product') or {}
+        record = self.products.get(data.get('id'))
+        if record is None:
+            return self.payload('productUpdate', [(['id'], 'Product does not exist', None)],
+                                product=None)
+        if data.get('handle') and self.handle_taken(slug(data['handle']), record):
+            return self.payload('productUpdate', [(['handle'], 'Handle already in use.', None)],
+                                product=None)
+        for key in ('title', 'descriptionHtml', 'vendor', 'productType', 'status'):
+            if data.get(key) is not None:
+                record[key] = data[key]
+        if data.get('handle'):
+            record['handle'] = slug(data['handle'])
+        if 'tags' in data:
+            record['tags'] = list(data['tags'] or [])
+        if 'seo' in data:
+            record['seo'] = dict(data['seo'] or {})
+        record['media'] += [self.new_media(m['originalSource'], m.get('alt'), None)
+                            for m in args.get('media') or []]
+        record['updatedAt'] = iso_now()
+        return self.payload('productUpdate', [], product=self.product_view(record))
+
+    # Printify's sync -------------------------------------------------------
+
+    def channel_product(self, data):
+        """A product made by a sales-channel app (Printify's sync): ACTIVE, on
+        the Online Store, one untracked variant per entry with its SKU."""
+        record = self.new_record(data['title'], self.unique_handle(data['title']))
+        record.update(descriptionHtml=data.get('descriptionHtml') or '',
+                      vendor=data.get('vendor') or record['vendor'],
+                      tags=list(data.get('tags') or []), createdBy='channel',
+                      publications=[self.online_store_id()], publishedAt=iso_now())
+        entries = data['variants']
+        names = ('Size', 'Color')
+        record['options'] = self.build_options([
+            {'name': name, 'values': [{'name': value} for value in
+                                      dict.fromkeys(e['options'][name] for e in entries)]}
+            for name in names])
+        record['variants'] = [self.build_variant(
+            [(name, e['options'][name]) for name in names],
+            {'price': e['price'], 'sku': e.get('sku'), 'inventoryItem': {
+                'tracked': False, 'measurement': {'weight': {
+                    'value': e.get('grams') or 0, 'unit': 'GRAMS'}}}}, n + 1)
+            for n, e in enumerate(entries)]
+        if data.get('image_url'):
+            record['media'] = [self.new_media(data['image_url'], data['title'], None)]
+        return {'id': record['id'], 'legacyResourceId': str(record['num']),
+                'handle': record['handle'], 'onlineStoreUrl': self.online_url(record)}
+
     def resolve_productDelete(self, args, context):
         gid = args['input']['id']
         if self.products.pop(gid, None) is None:
@@ -1901,6 +2014,17 @@ class ShopifyFake:
         record['publishedAt'] = record['publishedAt'] or iso_now()
         return self.payload('publishablePublish', [], publishable=self.product_view(record),
                             shop=self.shop_view())
+
+
+def sellable(variant):
+    """Whether a customer can buy the variant now: stock, or no stock needed."""
+    return (not variant['tracked'] or variant['inventoryPolicy'] == 'CONTINUE'
+            or variant['inventoryQuantity'] > 0)
+
+
+def weight_of(item):
+    weight = ((item or {}).get('measurement') or {}).get('weight')
+    return {'value': float(weight['value']), 'unit': weight['unit']} if weight else None
 
 
 def failed(code, message):
@@ -2046,6 +2170,14 @@ def create_app():
         if status == 429:
             headers['Retry-After'] = '1'
         return reply(payload, status, headers)
+
+    @app.post('/_fake/channel_products')
+    def channel_product():
+        try:
+            data = json.loads(bottle.request.body.read() or b'{}')
+            return reply(fake.channel_product(data))
+        except (ValueError, KeyError, TypeError) as exc:
+            return reply({'error': f'bad channel product: {exc!r}'}, 400)
 
     @app.route('/_fake_upload/<key>', method=['POST', 'PUT'])
     def upload(key):
