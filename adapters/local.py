@@ -945,6 +945,7 @@ class LocalPublisher(Publisher):
             'mockupPath': f'{folder}/mockup.png',
             'type': product['type'], 'title': product['title'],
             'published': product['published'],
+            'status': 'published' if product['published'] else 'draft',
         }
 
 

@@ -220,6 +220,7 @@ def test_publish_writes_product_json_and_mockup(publish_ctx):
         'mockupUrl': f"http://127.0.0.1:9/files/products/{product['productId']}/mockup.png",
         'mockupPath': f"products/{product['productId']}/mockup.png",
         'type': 'tshirt', 'title': 'Surf Club Tee', 'published': False,
+        'status': 'draft',
     }
     assert result['productId'].startswith('local_') and len(result['productId']) == 18
     assert product['platform'] == 'local' and product['type'] == 'tshirt'
