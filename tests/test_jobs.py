@@ -76,7 +76,8 @@ def test_priorities_order_the_queue_fifo_within_one(engines):
     blocker = engine.submit(sleep_job(0.5))
     engine.wait_for(blocker, 'running')
     names = ['low', 'normal-1', 'urgent', 'high', 'normal-2', 'urgent-2']
-    ids = {name: engine.submit(sleep_job(0, priority=name.split('-')[0])) for name in names}
+    # Each job sleeps 20 ms so that start times (in ms) never tie.
+    ids = {name: engine.submit(sleep_job(0.02, priority=name.split('-')[0])) for name in names}
     for job_id in ids.values():
         engine.wait_for(job_id, 'completed')
     order = sorted(names, key=lambda name: engine.job(ids[name])['startedAt'])

@@ -15,11 +15,15 @@ default such as ``python-requests/2.32`` (else 400). POST/PUT bodies must be
 blueprint and provider (and the below-cost publish refusal), 8252 the product
 is locked while publishing, 8254 the shop has no sales channel.
 
-Publishing follows the shop's kind. A ``custom_integration`` (API) shop locks
-a published product until the integration calls ``publishing_succeeded.json``
-(``{external: {id, handle}}``) or ``publishing_failed.json`` (``{reason}``);
-a shop connected to a channel (``shopify``, ``etsy``, ...) syncs it by itself
-after ``sync_seconds`` and sets ``external``.
+Publishing follows the shop's kind (its ``sales_channel``). A
+``custom_integration`` (or ``api``) shop locks a published product until the
+integration calls ``publishing_succeeded.json`` (``{external: {id, handle}}``:
+unlocked, external set) or ``publishing_failed.json`` (``{reason}``: unlocked,
+``publish_failure`` set); both are accepted on an unlocked product too, as
+Printify uses them to clear stale locks. A shop connected to a channel
+(``shopify``, ``etsy``, ``ebay``, ...) syncs it by itself on a timer, read or
+not, after ``sync_seconds * time_scale``; a ``shopify`` shop with
+``shopify_fake_url`` makes the product in the fake Shopify then.
 
 Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
 
@@ -334,6 +338,8 @@ class PrintifyFake:
         self.reset()
 
     def reset(self):
+        for pid in list(getattr(self, 'locks', ())):
+            self.unlock(pid)    # a pending sync must not outlive its scenario
         self.scenario = copy.deepcopy(DEFAULT_SCENARIO)
         self.requests = []
         self.products = {}      # id -> product as the API returns it
@@ -657,7 +663,7 @@ class PrintifyFake:
     def delete_product(self, shop_id, pid):
         self.unlocked(shop_id, pid)
         del self.products[pid]
-        self.locks.pop(pid, None)
+        self.unlock(pid)
         return {}
 
     # Publishing --------------------------------------------------------
@@ -666,7 +672,7 @@ class PrintifyFake:
         """POST publish.json: refuse below-cost prices; lock, then set external."""
         product = self.unlocked(shop_id, pid)
         check_publish_flags(body)
-        if not self.shop(shop_id).get('sales_channel'):
+        if shop_kind(self.shop(shop_id).get('sales_channel')) == 'none':
             raise invalid(8254, 'The shop has no sales channel connected.')
         enabled = [v for v in product['variants'] if v['is_enabled']]
         if not enabled:
@@ -691,27 +697,39 @@ class PrintifyFake:
             self.locks[pid] = {'until': None, 'outcome': 'answer'}
             return
         outcome = self.scenario['sync_outcome']
-        seconds = float(self.scenario['sync_seconds']) * float(self.scenario['time_scale'])
-        until = None if outcome == 'never' else time.monotonic() + seconds
-        timer = None if until is None else gevent.spawn_later(seconds, self.settle, pid)
-        self.locks[pid] = {'until': until, 'outcome': outcome, 'timer': timer}
+        seconds = max(0.0, float(self.scenario['sync_seconds'])
+                      * float(self.scenario['time_scale']))
+        lock = {'until': None, 'outcome': outcome, 'timer': None}
+        if outcome != 'never':
+            lock['until'] = time.monotonic() + seconds
+            lock['timer'] = gevent.spawn_later(seconds, self.settle, pid, lock)
+        self.locks[pid] = lock
 
-    def settle(self, pid):
-        """Finish a sync whose time has passed."""
+    def unlock(self, pid):
+        """Forget the publish lock of ``pid`` (if any) and its pending sync."""
+        lock = self.locks.pop(pid, None)
+        if lock and lock.get('timer') and lock['timer'] is not gevent.getcurrent():
+            lock['timer'].kill(block=False)
+
+    def settle(self, pid, due=None):
+        """Finish a sync whose time has passed. ``due`` is the lock whose
+        timer fired: that one is settled without comparing clocks, because a
+        gevent timer may fire a few ms before time.monotonic() reaches ``until``
+        (the loop's cached time lags after CPU work) and would otherwise be lost."""
         lock = self.locks.get(pid)
-        if not lock or lock['until'] is None or time.monotonic() < lock['until']:
+        if not lock or lock['until'] is None:
             return
-        del self.locks[pid]
+        if lock is not due and time.monotonic() < lock['until']:
+            return
+        del self.locks[pid]  # before the channel call, which may yield to readers
         if pid not in self.products:
             return
         product = self.products[pid]
-        outcome = lock['outcome']
-        if outcome == 'succeeded':
+        if lock['outcome'] == 'succeeded':
             try:
                 product['external'] = self.external_for(product)
-            except (requests.RequestException, ValueError, KeyError) as exc:
-                outcome = 'failed'
-                product['publish_failure'] = f'the channel refused the product: {exc}'
+            except Exception as exc:  # any channel trouble is a failed sync, as on Printify
+                product['publish_failure'] = f'the channel refused the product: {exc!r}'
         else:
             product['publish_failure'] = 'the channel refused the product'
         product['is_locked'] = False
@@ -720,7 +738,7 @@ class PrintifyFake:
     def external_for(self, product):
         shop = self.shop(product['shop_id'])
         number = str(7_000_000_000_000 + int(product['id'][-8:], 16) % 10 ** 12)
-        if shop.get('sales_channel') == 'shopify':
+        if str(shop.get('sales_channel') or '').strip().lower() == 'shopify':
             if self.scenario.get('shopify_fake_url'):
                 return self.channel_product(product, shop)
             handle = f'https://{self.scenario["shopify_domain"]}/products/{slug(product["title"])}'
@@ -732,11 +750,13 @@ class PrintifyFake:
         """Make the product in the fake Shopify, as Printify's sync does."""
         options = {COLOR_IDS[c]: c for c in COLOR_IDS}
         sizes = {SIZE_IDS[s]: s for s in SIZE_IDS}
-        variants = [{'sku': v['sku'], 'price': f'{v["price"] / 100:.2f}', 'grams': v['grams'],
+        variants = [{'sku': v['sku'], 'price': decimal_price(v['price']), 'grams': v['grams'],
                      'options': {'Size': sizes[v['options'][1]],
                                  'Color': options[v['options'][0]]}}
                     for v in product['variants'] if v['is_enabled']]
-        response = requests.post(
+        session = requests.Session()
+        session.trust_env = False   # loopback: never through an HTTP(S)_PROXY
+        response = session.post(
             self.scenario['shopify_fake_url'].rstrip('/') + '/_fake/channel_products',
             timeout=10, json={'title': product['title'],
                               'descriptionHtml': product['description'],
@@ -752,7 +772,7 @@ class PrintifyFake:
         external = need(body, 'external', 'external', 'object')
         need(external, 'id', 'external.id', 'string')
         need(external, 'handle', 'external.handle', 'string')
-        self.locks.pop(pid, None)
+        self.unlock(pid)
         product.pop('publish_failure', None)
         product.update(is_locked=False, external={'id': external['id'],
                                                    'handle': external['handle']})
@@ -762,7 +782,7 @@ class PrintifyFake:
     def publishing_failed(self, shop_id, pid, body):
         product = self.product(shop_id, pid)
         product['publish_failure'] = need(body, 'reason', 'reason', 'string')
-        self.locks.pop(pid, None)
+        self.unlock(pid)
         product['is_locked'] = False
         self.counts['publishing_failed'] += 1
         return {'product_id': pid}
@@ -829,6 +849,11 @@ def page_param(query, key, default, maximum):
     if maximum and int(raw) > maximum:
         raise invalid(8150, f'The {key} may not be greater than {maximum}.')
     return int(raw)
+
+
+def decimal_price(minor):
+    """2499 -> '24.99', exactly (no float rounding)."""
+    return f'{minor // 100}.{minor % 100:02d}'
 
 
 def slug(text):

@@ -16,8 +16,12 @@ variable type mismatches, unused or undeclared variables, connections without
 back as top-level ``errors`` with no ``data``. Answers contain only the
 selected fields. Inputs may be passed inline or through ``variables``; using
 variables is what the engine should do. Fields added in later API versions are
-gated: ``productSet`` needs 2024-04, ``productCreate(product:)`` 2024-10,
-``productSet(identifier:)`` 2025-04.
+gated: ``productSet`` needs 2024-04, ``productCreate(product:)`` and
+``productUpdate(product:)`` 2024-10, ``productSet(identifier:)`` 2025-04.
+``productSet(identifier: {handle})`` upserts: a repeat with the same handle
+updates the same product. ``productUpdate`` changes only the fields it is
+given and never creates a product (a missing or unknown ``id`` is the
+userError ``Product does not exist``).
 
 Business errors are HTTP 200 with ``userErrors`` (``ProductSetUserError`` and
 ``ProductVariantsBulkCreateUserError`` have ``code``; plain ``UserError``
@@ -50,7 +54,9 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
                                      "productSet", "status": 500, "times": 1}];
                                      status 0 drops the connection;
                                      "after_save": true runs the operation
-                                     first (the product is saved)
+                                     first (the product is saved), then
+                                     answers the error instead of its data;
+                                     a throttled request doesn't use it up
     error_rate               0       share of GraphQL requests answered 500
                                      (seeded by error_seed, 11); half of such
                                      mutations take effect first
@@ -66,10 +72,14 @@ fake's ``/_fake_upload/<key>``; POST there as multipart with every parameter
 ``url``) as ``originalSource``.
 
 Inventory is Shopify's: a new variant is tracked, with 0 in stock and
-``inventoryPolicy: DENY`` unless the input says otherwise, and
-``availableForSale`` is true only when it is untracked, CONTINUE, or in stock
-(and the product is ACTIVE): a print-on-demand listing made with the defaults
-shows every size "Sold out". ``inventoryItem.measurement.weight`` is kept.
+``inventoryPolicy: DENY`` unless the input says otherwise
+(``inventoryPolicy``, ``inventoryItem: {tracked, sku, requiresShipping,
+measurement: {weight: {value, unit}}}``), and ``availableForSale`` is true
+only when it is untracked, CONTINUE, or in stock (and the product is ACTIVE):
+a print-on-demand listing made with the defaults shows every size "Sold out".
+A variant ``productSet`` matches by ``id`` keeps what the input omits.
+``Product.tracksInventory`` is any variant tracked, ``totalInventory`` the sum
+of ``inventoryQuantity``.
 
 Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
 ``POST /_fake/reset``, ``GET /_fake/state`` (products with ``createdBy``
@@ -78,8 +88,11 @@ staged_uploads, publications), and ``POST /_fake/channel_products``, which a
 sales-channel app (the fake Printify's sync) calls to make a product:
 ``{title, descriptionHtml, tags, vendor, variants: [{sku, price: "24.99",
 options: {Size, Color}, grams}], image_url}`` -> ``{id, legacyResourceId,
-handle, onlineStoreUrl}``; the product is ACTIVE on the Online Store and its
-variants are untracked.
+handle, onlineStoreUrl}`` (400 ``{error}`` for a malformed body). It needs no
+token and is not counted as an API request; the product is ACTIVE on the
+Online Store, its options are Size then Color (values in the order first
+seen), its variants untracked with ``inventoryPolicy: DENY`` (so buyable) and
+the weight in grams, its media (from image_url) READY.
 """
 
 import base64
@@ -173,7 +186,7 @@ input InventoryItemInput { sku: String tracked: Boolean cost: Decimal requiresSh
   measurement: InventoryItemMeasurementInput }
 input InventoryItemMeasurementInput { weight: WeightInput }
 input WeightInput { value: Float! unit: WeightUnit! }
-input ProductUpdateInput { id: ID! title: String descriptionHtml: String handle: String
+input ProductUpdateInput { id: ID title: String descriptionHtml: String handle: String
   vendor: String productType: String tags: [String!] status: ProductStatus seo: SEOInput
   category: ID templateSuffix: String requiresSellingPlan: Boolean
   metafields: [MetafieldInput!] }
@@ -1177,15 +1190,22 @@ class ShopifyFake:
 
     # Failure injection -------------------------------------------------
 
-    def injected_failure(self, path, operations):
-        """The first matching ``fail_next`` rule, consumed, or None; else,
-        with ``error_rate``, now and then a 500 (for a mutation, as often
-        after it took effect as before)."""
+    def random_failure(self, operations):
+        """With ``error_rate``, now and then a 500 rule (for a mutation, as
+        often after it took effect as before), else None."""
         rate = float(self.scenario.get('error_rate') or 0)
         if rate and self.random.random() < rate:
             mutation = any(name in PAYLOAD_TYPES for name in operations)
             return {'status': 500, 'after_save': mutation and self.random.random() < 0.5}
+        return None
+
+    def injected_failure(self, path, operations, after_save=False):
+        """The first matching ``fail_next`` rule of one kind (failing before
+        the operation runs, or with ``after_save`` once it ran), consumed, or
+        None."""
         for rule in list(self.scenario.get('fail_next') or []):
+            if bool(rule.get('after_save')) != after_save:
+                continue
             if rule.get('path_contains', '') not in path:
                 continue
             if rule.get('operation') and rule['operation'] not in operations:
@@ -1237,7 +1257,8 @@ class ShopifyFake:
                                                     'cost': requested,
                                                     'maxCost': MAX_COST}}],
                          'extensions': {'cost': self.cost(requested, None)}}
-        rule = self.injected_failure(bottle.request.path, op.root_fields())
+        path, names = bottle.request.path, op.root_fields()
+        rule = self.random_failure(names) or self.injected_failure(path, names)
         if rule and not rule.get('after_save'):
             return self.internal_error(rule)
         if not self.spend(requested):
@@ -1252,6 +1273,9 @@ class ShopifyFake:
         except GraphQLError as exc:
             return 200, {'errors': [exc.payload], 'extensions': {
                 'cost': self.cost(requested, requested)}}
+        # Looked up only now: a throttled or failed request saved nothing, so
+        # an after_save rule waits for one that did.
+        rule = rule or self.injected_failure(path, names, after_save=True)
         if rule:  # done, and yet answered as a failure
             return self.internal_error(rule)
         return 200, {'data': data, 'extensions': {'cost': self.cost(requested, requested)}}
@@ -1358,7 +1382,7 @@ class ShopifyFake:
             inventoryPolicy=variant['inventoryPolicy'],
             inventoryItem=obj('InventoryItem', id=f'gid://shopify/InventoryItem/{variant["num"]}',
                               sku=variant['sku'], tracked=variant['tracked'],
-                              requiresShipping=True, measurement=obj(
+                              requiresShipping=variant['requiresShipping'], measurement=obj(
                                   'InventoryItemMeasurement',
                                   id=f'gid://shopify/InventoryItemMeasurement/{variant["num"]}',
                                   weight=obj('Weight', **variant['weight'])
@@ -1522,22 +1546,32 @@ class ShopifyFake:
                              'name': v['name'].strip()} for v in o['values']]}
                 for n, o in enumerate(options)]
 
-    def build_variant(self, combo, data, position, number=None):
-        """A variant record; ``combo`` is [(option name, value)] in option order."""
-        number = number or self.next_id()
-        price = data.get('price')
-        compare = data.get('compareAtPrice')
-        sku = data.get('sku') or (data.get('inventoryItem') or {}).get('sku')
+    def build_variant(self, combo, data, position, previous=None):
+        """A variant record; ``combo`` is [(option name, value)] in option order.
+
+        A new variant gets Shopify's defaults (tracked, 0 in stock, DENY: sold
+        out); an existing one (``previous``, matched by id) keeps whatever the
+        input omits."""
+        old = previous or {}
+        number = old.get('num') or self.next_id()
+        item = data.get('inventoryItem') or {}
+        price, compare = data.get('price'), data.get('compareAtPrice')
         return {'num': number, 'id': f'gid://shopify/ProductVariant/{number}',
                 'title': ' / '.join(value for _, value in combo),
-                'price': f'{decimal.Decimal(price):.2f}' if price is not None else '0.00',
-                'compareAtPrice': f'{decimal.Decimal(compare):.2f}' if compare else None,
-                'sku': sku, 'barcode': data.get('barcode'), 'position': position,
+                'price': f'{decimal.Decimal(price):.2f}' if price is not None
+                else old.get('price', '0.00'),
+                'compareAtPrice': f'{decimal.Decimal(compare):.2f}' if compare
+                else old.get('compareAtPrice'),
+                'sku': data.get('sku') or item.get('sku') or old.get('sku'),
+                'barcode': data.get('barcode') or old.get('barcode'), 'position': position,
                 'selectedOptions': [{'name': n, 'value': v} for n, v in combo],
-                'inventoryPolicy': data.get('inventoryPolicy') or 'DENY',
-                # Shopify's default: tracked, none in stock (so DENY means sold out).
-                'tracked': (data.get('inventoryItem') or {}).get('tracked', True) is not False,
-                'inventoryQuantity': 0, 'weight': weight_of(data.get('inventoryItem')),
+                'inventoryPolicy': data.get('inventoryPolicy')
+                or old.get('inventoryPolicy', 'DENY'),
+                'tracked': flag(item, 'tracked', old.get('tracked', True)),
+                'requiresShipping': flag(item, 'requiresShipping',
+                                         old.get('requiresShipping', True)),
+                'inventoryQuantity': old.get('inventoryQuantity', 0),
+                'weight': weight_of(item) or old.get('weight'),
                 'standalone': data.get('standalone', False),
                 'media': (data.get('file') or {}).get('originalSource')}
 
@@ -1722,14 +1756,14 @@ class ShopifyFake:
 
     def set_variants(self, record, options, variants):
         record['options'] = self.build_options(options)
-        numbers = {v['id']: v['num'] for v in record['variants']}
+        existing = {v['id']: v for v in record['variants']}
         names = [o['name'] for o in record['options']]
         record['variants'] = []
         for n, data in enumerate(variants):
             chosen = {e['optionName']: e['name'] for e in data['optionValues']}
             combo = [(name, chosen[name]) for name in names]
             record['variants'].append(self.build_variant(combo, data, n + 1,
-                                                         numbers.get(data.get('id'))))
+                                                         existing.get(data.get('id'))))
             source = (data.get('file') or {}).get('originalSource')
             if source and all(m['source'] != source for m in record['media']):
                 record['media'].append(self.new_media(source, None, None))
@@ -1885,23 +1919,23 @@ class ShopifyFake:
 
     def channel_product(self, data):
         """A product made by a sales-channel app (Printify's sync): ACTIVE, on
-        the Online Store, one untracked variant per entry with its SKU."""
+        the Online Store, one untracked variant per entry with its SKU.
+        Raises ValueError (-> 400) on a body the sync would never send."""
+        entries, names = channel_shape(data)
         record = self.new_record(data['title'], self.unique_handle(data['title']))
         record.update(descriptionHtml=data.get('descriptionHtml') or '',
                       vendor=data.get('vendor') or record['vendor'],
                       tags=list(data.get('tags') or []), createdBy='channel',
                       publications=[self.online_store_id()], publishedAt=iso_now())
-        entries = data['variants']
-        names = ('Size', 'Color')
         record['options'] = self.build_options([
             {'name': name, 'values': [{'name': value} for value in
                                       dict.fromkeys(e['options'][name] for e in entries)]}
             for name in names])
         record['variants'] = [self.build_variant(
             [(name, e['options'][name]) for name in names],
-            {'price': e['price'], 'sku': e.get('sku'), 'inventoryItem': {
-                'tracked': False, 'measurement': {'weight': {
-                    'value': e.get('grams') or 0, 'unit': 'GRAMS'}}}}, n + 1)
+            {'price': e['price'], 'sku': e['sku'], 'inventoryPolicy': 'DENY',
+             'inventoryItem': {'tracked': False, 'measurement': {'weight': {
+                 'value': e.get('grams') or 0, 'unit': 'GRAMS'}}}}, n + 1)
             for n, e in enumerate(entries)]
         if data.get('image_url'):
             record['media'] = [self.new_media(data['image_url'], data['title'], None)]
@@ -2020,6 +2054,38 @@ def sellable(variant):
     """Whether a customer can buy the variant now: stock, or no stock needed."""
     return (not variant['tracked'] or variant['inventoryPolicy'] == 'CONTINUE'
             or variant['inventoryQuantity'] > 0)
+
+
+def channel_shape(data):
+    """(variant entries, option names: Size, Color, then any other in the order
+    first seen) of a /_fake/channel_products body; ValueError when malformed."""
+    if not isinstance(data, dict) or not str(data.get('title') or '').strip():
+        raise ValueError('title is required')
+    entries = data.get('variants')
+    if not isinstance(entries, list) or not entries:
+        raise ValueError('variants must be a non-empty list')
+    names = list(dict.fromkeys(name for e in entries for name in (e.get('options') or {})))
+    names.sort(key=lambda name: ('Size', 'Color').index(name) if name in ('Size', 'Color')
+               else 2)
+    combos = set()
+    for n, entry in enumerate(entries):
+        options = entry.get('options') or {}
+        if not entry.get('sku') or sorted(options) != sorted(names) or not names:
+            raise ValueError(f'variants[{n}] needs a sku and a value for each of {names}')
+        if money_problem(entry.get('price'), 'price'):
+            raise ValueError(f'variants[{n}].price must be a decimal string like "24.99"')
+        combos.add(tuple(options[name] for name in names))
+    if len(combos) != len(entries):
+        raise ValueError('two variants have the same options')
+    if data.get('image_url') and not re.match(r'https?://', data['image_url']):
+        raise ValueError('image_url must be empty or an http(s) URL')
+    return entries, names
+
+
+def flag(item, key, default):
+    """A Boolean input field; absent or null keeps ``default``."""
+    value = item.get(key)
+    return default if value is None else value
 
 
 def weight_of(item):
@@ -2177,7 +2243,7 @@ def create_app():
             data = json.loads(bottle.request.body.read() or b'{}')
             return reply(fake.channel_product(data))
         except (ValueError, KeyError, TypeError) as exc:
-            return reply({'error': f'bad channel product: {exc!r}'}, 400)
+            return reply({'error': f'bad channel product: {exc}'}, 400)
 
     @app.route('/_fake_upload/<key>', method=['POST', 'PUT'])
     def upload(key):
