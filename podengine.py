@@ -1167,12 +1167,21 @@ class JournalStore(JobStore):
         public, checkpoints = job_texts(job)
         text = f'{public[:-1]},"checkpoints":{checkpoints}}}'
         self._docs[job['id']] = text
-        self.archive.forget(job['id'])  # a retried job lives again
+        self._revive(job['id'])
         if job['status'] in FINISHED:
             self._finished[job['id']] = (job, archive_line(job, public, checkpoints))
         else:
             self._finished.pop(job['id'], None)
         return text, public
+
+    def _revive(self, job_id):
+        """An archived job that changes again (a retry, a late publish)
+        lives again; until the change is on disk, users see its archived text."""
+        entry = self.archive.entries.get(job_id)
+        if entry is not None:
+            if job_id not in self._on_disk:
+                self._on_disk[job_id] = ArchivedJob(entry, self.archive).public_text().decode()
+            self.archive.forget(job_id)
 
     def delete(self, job_id):
         self._docs.pop(job_id, None)

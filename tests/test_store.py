@@ -155,6 +155,20 @@ def test_shown_is_the_job_as_last_on_disk_while_a_change_is_on_its_way(tmp_path)
     store.close()
 
 
+def test_an_archived_job_that_changes_is_shown_as_archived_until_on_disk(tmp_path):
+    store, table, _ = opened(tmp_path)
+    save_all(store, [finished(1)], table)
+    store._compact()
+    job = table['job_00001'] = table['job_00001'].load()
+    job['result'] = {'n': 'published'}
+    saving = store.save(job)
+    shown = store.shown(job['id'])  # a late change must not hide the job (no 404)
+    assert shown and json.loads(shown)['result'] == {'n': 1}
+    saving.get()
+    assert store.shown(job['id']) is None
+    store.close()
+
+
 def cut_checkpoints(first, second):
     return first[:first.rindex(b'\t')] + b'\n' + second
 
