@@ -194,6 +194,9 @@ SETTINGS = (
     Setting('MAX_CONCURRENT_JOBS', '2', parse_int(1, 64), 'Jobs run at once.'),
     Setting('MAX_JOB_RETRIES', '3', parse_int(0, 10),
             'Automatic retries of a failed job (a request may set maxRetries).'),
+    Setting('MAX_INTERRUPTIONS', '2', parse_int(0, 100),
+            'Crashes or restarts a job may live through, apart from its retries; '
+            'one more fails it (a job that itself brings the engine down).'),
     Setting('RETRY_DELAY_MS', '5000', parse_int(0, DAY_MS),
             'First retry delay; doubles with each attempt, with jitter.'),
     Setting('RETRY_MAX_DELAY_MS', '300000', parse_int(0, DAY_MS),
@@ -1391,7 +1394,8 @@ def new_job(job_type, request, priority, max_retries):
         'id': new_job_id(), 'type': job_type, 'status': PENDING, 'priority': priority,
         'request': request, 'progress': 0, 'createdAt': now_ms(), 'startedAt': None,
         'completedAt': None, 'result': None, 'error': None, 'retryCount': 0,
-        'maxRetries': max_retries, 'nextRetryAt': None, 'logs': [], 'checkpoints': {},
+        'maxRetries': max_retries, 'interruptions': 0, 'nextRetryAt': None, 'logs': [],
+        'checkpoints': {},
     }
 
 
@@ -1555,9 +1559,11 @@ class Engine:
             raise ConfigError(f'DATA_DIR: {path} is in use by another POD Engine') from None
 
     def _recover(self):
-        """Jobs that were running when the engine died start again. Each such
-        interruption spends one retry: a job that itself crashes or freezes
-        the engine must not bring it down for ever."""
+        """Jobs that were running when the engine died start again from their
+        checkpoints. A crash is not the job's failure, so it spends no retry;
+        it is counted apart (as BullMQ counts stalls), and a job interrupted
+        more than MAX_INTERRUPTIONS times fails: one that itself crashes or
+        freezes the engine must not bring it down for ever."""
         for job in self.jobs.live():
             if job['status'] == RUNNING:
                 self._recover_interrupted(job)
@@ -1565,15 +1571,16 @@ class Engine:
                 self._enqueue(job)
 
     def _recover_interrupted(self, job):
-        job['retryCount'] += 1
-        if job['retryCount'] > job['maxRetries']:
+        job['interruptions'] = job.get('interruptions', 0) + 1
+        allowed = self.settings.max_interruptions
+        if job['interruptions'] > allowed:
             self._finish(job, FAILED, 'Job failed: interrupted by a crash or restart '
-                         f'{job["retryCount"]} times; not trying again', 'ERROR',
+                         f'{job["interruptions"]} times; not trying again', 'ERROR',
                          error='Interrupted by a crash or restart too many times')
         else:
             self._set_status(job, PENDING, 'Interrupted by a crash or restart; resuming '
-                             f'from its checkpoints (attempt {job["retryCount"]}/'
-                             f'{job["maxRetries"]})', 'WARNING')
+                             f'from its checkpoints (interruption {job["interruptions"]}/'
+                             f'{allowed})', 'WARNING')
 
     def start(self):
         self.probe_services()
@@ -1686,8 +1693,8 @@ class Engine:
         else:
             self.meta['cancelledJobs'] -= 1
         self._set_status(job, PENDING, 'Manual retry: queued with a fresh retry budget',
-                         retryCount=0, error=None, result=None, completedAt=None,
-                         progress=0, nextRetryAt=None, meta=True)
+                         retryCount=0, interruptions=0, error=None, result=None,
+                         completedAt=None, progress=0, nextRetryAt=None, meta=True)
         self._enqueue(job)
 
     def _republish(self, job):

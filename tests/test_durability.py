@@ -35,7 +35,7 @@ def test_running_job_resumes_from_its_checkpoints_after_kill_9(engines, tmp_path
     second = engines.start(data, CUSTOM_HANDLERS='testkit')
     job = second.wait_for(job_id, 'running')
     assert any('Interrupted by a crash or restart' in line['message'] for line in job['logs'])
-    assert job['retryCount'] == 1
+    assert (job['interruptions'], job['retryCount']) == (1, 0)
     deadline = time.monotonic() + 10
     while not trace(second, f'steps-{job_id}'):
         assert time.monotonic() < deadline, 'the job did not resume'
@@ -189,19 +189,38 @@ def test_systemd_is_told_ready_and_stopping(engines, notify_socket):
     assert listener.recv(256) == b'STOPPING=1'
 
 
-def test_a_job_that_keeps_killing_the_engine_is_given_up(engines, tmp_path):
+def test_a_crash_spends_no_retry_and_a_max_retries_0_job_completes(engines, tmp_path):
+    data = tmp_path / 'data'
+    first = engines.start(data, CUSTOM_HANDLERS='testkit')
+    job_id = first.submit({'type': 'custom', 'maxRetries': 0, 'request': {
+        'handler': 'steps', 'steps': 3, 'sleepAt': 1, 'seconds': 2}})
+    first.wait_for(job_id, 'running', where=lambda j: j['progress'] >= 30)
+    time.sleep(0.3)  # step 0's checkpoint on disk; step 1 sleeping
+    first.kill9()
+    (data / 'trace' / f'steps-{job_id}').unlink()
+
+    second = engines.start(data, CUSTOM_HANDLERS='testkit')
+    job = second.wait_for(job_id, 'completed', timeout=30)
+    assert job['result'] == {'steps': [0, 10, 20]}
+    assert (job['interruptions'], job['retryCount'], job['maxRetries']) == (1, 0, 0)
+    assert trace(second, f'steps-{job_id}') == ['1', '2']  # resumed, not started over
+
+
+def test_three_crashes_in_a_row_exhaust_max_interruptions(engines, tmp_path):
     data = tmp_path / 'data'
     job_id = None
-    for round_ in range(3):  # maxRetries 1: the third interruption fails it
+    for round_ in range(3):  # MAX_INTERRUPTIONS 2: the third interruption fails it
         engine = engines.start(data, CUSTOM_HANDLERS='testkit')
         if job_id is None:
-            job_id = engine.submit(sleep_job(30, maxRetries=1))
-        if round_ < 2:
-            engine.wait_for(job_id, 'running')
-            time.sleep(0.3)  # shown as running at once; on disk a moment later
-            engine.kill9()
+            job_id = engine.submit(sleep_job(30, maxRetries=5))
+        job = engine.wait_for(job_id, 'running')
+        assert job['interruptions'] == round_
+        time.sleep(0.3)  # shown as running at once; on disk a moment later
+        engine.kill9()
+    engine = engines.start(data, CUSTOM_HANDLERS='testkit')
     job = engine.wait_for(job_id, 'failed')
-    assert 'too many times' in job['error'] and job['retryCount'] == 2
+    assert 'too many times' in job['error']
+    assert (job['interruptions'], job['retryCount']) == (3, 0)
 
 
 def test_an_archived_job_retries_from_its_checkpoints_and_cleanup_forgets_it(engines, tmp_path):
