@@ -92,6 +92,14 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+def span(ms):
+    """A duration as people say it: "15 min", "2 h", "1.5 s"."""
+    for unit, size in (('h', 3_600_000), ('min', 60_000)):
+        if ms >= size:
+            return f'{ms / size:g} {unit}'
+    return f'{ms / 1000:g} s'
+
+
 ###############################################################################
 # Settings ####################################################################
 ###############################################################################
@@ -242,6 +250,9 @@ SETTINGS = (
             'Anthropic API base URL.'),
     Setting('LLM_TIMEOUT_MS', '60000', parse_int(1000, 3_600_000),
             'Longest wait for one LLM answer.'),
+    Setting('LLM_FALLBACK', 'template', parse_choice('template', 'fail'),
+            'When the LLM is down (5xx, timeout) past its retries: template writes those '
+            'designs instead, with a WARNING; fail fails the job (retried later).'),
     Setting('BLOCKED_TERMS_FILE', '', parse_text,
             'Terms (trademarks, brands) refused in prompts, titles and tags, one per line '
             '(default: the shipped list).'),
@@ -279,6 +290,11 @@ SETTINGS = (
             'How often the metrics event is broadcast.'),
     Setting('HEALTH_CHECK_INTERVAL_MS', '30000', parse_int(100, DAY_MS),
             'How often backends are probed for /health.'),
+    Setting('HEALTH_WINDOW_MS', str(15 * 60_000), parse_int(1000, DAY_MS),
+            'Jobs finished within this time make the failure rate /health judges.'),
+    Setting('HEALTH_MIN_SAMPLE', '10', parse_int(1, 10_000),
+            'Finished jobs (in the window) needed before their failure rate can make '
+            '/health unhealthy.'),
     Setting('CLEANUP_MAX_AGE_MS', str(7 * DAY_MS), parse_int(0, 3650 * DAY_MS),
             'Finished jobs older than this are removed by the scheduled cleanup.'),
     Setting('CLEANUP_INTERVAL_MS', '3600000', parse_int(1000, DAY_MS),
@@ -1497,6 +1513,9 @@ class JobContext:
         return run_in_thread(fn, *args)
 
 
+RECENT_OUTCOMES = 200  # job outcomes /health keeps to judge a failure rate by
+
+
 class Engine:
     """The jobs, the queue and the workers; everything the API acts on."""
 
@@ -1531,7 +1550,6 @@ class Engine:
             settings.data_path / 'publishing.json' if settings.enable_persistence else None)
         self.services = {}
         self.image_up = False
-        self.service_details = {}
         self.stopping = False
         self._attempts = {}
         self._retry_timers = {}
@@ -1764,7 +1782,7 @@ class Engine:
             self.job_seconds.labels(job['type'], status).observe(
                 (ended - job['startedAt']) / 1000)
         if status != CANCELLED:
-            self.meta['recent'] = (self.meta['recent'] + [status == COMPLETED])[-20:]
+            self._remember_outcome(ended, status == COMPLETED)
         self._set_status(job, status, message, level, meta=True, completedAt=ended,
                          nextRetryAt=None, **fields)
 
@@ -1919,8 +1937,6 @@ class Engine:
         self.image_up = probes[self.image_backend].successful() and bool(
             probes[self.image_backend].value)
         self.services = status
-        self.service_details = {adapter.name: adapter.details() for adapter in adapters
-                                if adapter.details() is not None}
 
     def fulfilment_warnings(self):
         """Why orders might not reach a printer with this configuration."""
@@ -1928,20 +1944,57 @@ class Engine:
                 for warning in publisher.fulfilment_warnings(self.publishers)]
 
     def health(self):
-        recent = self.meta['recent']
-        failing = recent and recent.count(False) * 2 >= len(recent)
-        publishers_up = all(self.services.get(p.name) for p in self.publishers)
-        if not self.image_up or failing:
-            status = 'unhealthy'
-        elif not publishers_up:
-            status = 'degraded'
-        else:
-            status = 'healthy'
+        """The status and the reasons for it. Unhealthy: no image can be drawn,
+        a backend refuses its configuration, or at least half of the jobs that
+        finished within HEALTH_WINDOW_MS failed (judged from HEALTH_MIN_SAMPLE
+        of them: one failed test job must not take a fresh box out). Degraded:
+        a publisher or the LLM is down."""
+        unhealthy, degraded = [], []
+        services, details = dict(self.services), {}
+        if not self.image_up:
+            unhealthy.append(f'the image backend ({self.image_backend.name}) is down')
+        for adapter in {self.image_backend, self.prompt_writer, *self.publishers}:
+            if problems := adapter.problems():  # learnt since the last probe, maybe
+                unhealthy.extend(problems)
+                services[adapter.name] = False
+            if (detail := adapter.details()) is not None:
+                details[adapter.name] = detail
+        failing, outcomes = self.failure_rate()
+        if failing:
+            unhealthy.append(outcomes)
+        needed = [*self.publishers] + ([self.prompt_writer]
+                                       if self.prompt_writer.name != 'template' else [])
+        degraded.extend(f'{adapter.name} is down' for adapter in needed
+                        if not services.get(adapter.name) and not adapter.problems())
+        status = 'unhealthy' if unhealthy else 'degraded' if degraded else 'healthy'
+        reasons = unhealthy + degraded or ['every backend is up']
         report = {'status': status, 'uptime': now_ms() - self.started_at,
-                  'metrics': self.metrics(), 'services': dict(self.services)}
-        if self.service_details:
-            report['details'] = self.service_details
+                  'reasons': reasons + ([] if failing else [outcomes]),
+                  'metrics': self.metrics(), 'services': services}
+        if details:
+            report['details'] = details
         return report
+
+    def failure_rate(self):
+        """(failing?, a sentence) from the jobs finished within the window."""
+        window = self.settings.health_window_ms
+        since = now_ms() - window
+        recent = [ok for ended, ok in self.meta['recent'] if ended >= since]
+        failed, finished = recent.count(False), len(recent)
+        sentence = (f'{failed} of the {finished} jobs finished in the last '
+                    f'{span(window)} failed')
+        if finished < self.settings.health_min_sample:
+            return False, (f'{sentence}; {self.settings.health_min_sample} are needed '
+                           f'to judge')
+        return failed * 2 >= finished, sentence
+
+    def _remember_outcome(self, ended, ok):
+        """Keep the outcomes /health judges: those within the window, the
+        newest RECENT_OUTCOMES of them (enough to judge a rate by)."""
+        since = ended - self.settings.health_window_ms
+        kept = [entry for entry in self.meta['recent']
+                if isinstance(entry, list) and entry[0] >= since]  # not 1.x booleans
+        self.meta['recent'] = (kept + [[ended, ok]])[-RECENT_OUTCOMES:]
 
     def info(self):
         return {
@@ -2190,7 +2243,8 @@ def write_briefs(request, ctx):
     def write():
         count = request.get('count', 1)
         briefs = ctx.prompt_writer.write(request, count, ctx)
-        ctx.log(f'Wrote {len(briefs)} design brief(s) with the {ctx.prompt_writer.name} writer')
+        writers = ' and '.join(sorted({b.writer or ctx.prompt_writer.name for b in briefs}))
+        ctx.log(f'Wrote {len(briefs)} design brief(s) with the {writers} writer')
         return [brief.to_dict() for brief in briefs]
     return [DesignBrief.from_dict(data) for data in ctx.checkpoint('briefs', write)]
 
@@ -2775,10 +2829,15 @@ def create_app(engine, gate=None):
 def add_status_routes(app, engine, gate):
     @app.get('/health')
     def health():
+        # ?report=true: 200 whatever the status, for a page that shows the
+        # state (a 503 is a red console error in every browser); a load
+        # balancer's probe leaves it out and is answered 503 when unhealthy.
+        as_report = query_bool(bottle.request.query, 'report')
         report = engine.health()
         if not gate.allows(bottle.request.environ):
             report = {'status': report['status'], 'uptime': report['uptime']}
-        return json_response(report, 503 if report['status'] == 'unhealthy' else 200)
+        unhealthy = report['status'] == 'unhealthy' and not as_report
+        return json_response(report, 503 if unhealthy else 200)
 
     @app.get('/api/info')
     def info():
@@ -2951,6 +3010,13 @@ def query_int(query, name, default):
     if not value.isdigit() or int(value) > 10**9:
         raise ValidationError(f'{name} must be a non-negative integer')
     return int(value)
+
+
+def query_bool(query, name):
+    value = query.get(name) or 'false'
+    if value not in ('true', 'false'):
+        raise ValidationError(f'{name} must be true or false')
+    return value == 'true'
 
 
 def data_file(root, path):

@@ -109,6 +109,7 @@ class DesignBrief(Record):
     negative_prompt: str = ''
     description_html: str = ''
     writer: str = ''
+    writer_reason: str = ''  # why the template wrote it when the LLM was asked
     caption: str = ''  # the design's own words, short (e.g. "Wild Fern")
 
 
@@ -160,6 +161,11 @@ class Adapter:
     def details(self):
         """Extra health detail for /health (JSON), or None. Read after health()."""
         return None
+
+    def problems(self):
+        """Secret-free sentences on why this backend cannot do its work as
+        configured, for /health's ``reasons``. Read after health()."""
+        return []
 
     def facts(self):
         """Secret-free facts learnt from the backend (e.g. a shop's sales

@@ -9,8 +9,15 @@ Two wire formats cover the common servers:
 One call asks for strict JSON holding ``count`` distinct designs. The answer
 is checked (types, lengths, count, distinct titles, blocked terms); an invalid
 answer is asked for once more, with the reason, and a second invalid one falls
-back to the template writer with a WARNING. Timeouts, 429 and 5xx are
-retryable job failures: the call has a deadline, so a job never hangs on it.
+back to the template writer with a WARNING.
+
+An outage (a timeout, or 429 or 5xx past the in-place retries) does not stop
+production either: the template writer writes those designs, each marked
+``writer: "template"`` with its ``writer_reason`` (``LLM_FALLBACK=fail``
+makes it a retryable job failure instead). A refusal that means the
+configuration is wrong (401, 403, 404: key, permission, model) fails the job
+at once with a message saying what to fix, and shows in /health until a call
+succeeds. The call has a deadline, so a job never hangs on it.
 """
 
 import html
@@ -40,6 +47,11 @@ RULES = '''Rules:
 SHAPE = ('Answer with this JSON and nothing else ("count": {count}):\n'
          '{{"designs": [{{"image_prompt": "...", "negative_prompt": "...", "title": "...", '
          '"description": "...", "tags": ["...", "..."]}}]}}')
+
+
+# Refusals that mean the configuration is wrong, and the setting to look at.
+CONFIG_HINTS = {401: 'the API key', 403: "the API key's permissions",
+                404: 'the model name (and the base URL)'}
 
 
 class InvalidAnswer(ValueError):
@@ -142,18 +154,56 @@ class LlmWriter(PromptWriter):
             raise ConfigError('PROMPT_WRITER=llm needs LLM_BASE_URL or ANTHROPIC_API_KEY')
         self.blocklist = Blocklist.load(settings.blocked_terms_file)
         self.fallback = TemplateWriter(settings, http)
+        self.refusal = self.refusal_status = None  # the last refusal of our configuration
 
     def describe(self):
         return f'llm ({self.kind}: {self.client.model})'
 
     def health(self):
+        if self.refusal:
+            return False
         try:
             self.client.ping()
             return True
         except AdapterError:
             return False
 
+    def details(self):
+        return {'model': self.client.model, 'refused': self.refusal} if self.refusal else None
+
+    def problems(self):
+        if not self.refusal:
+            return []
+        return [f'llm refuses the configuration ({self.refusal_status}): jobs that need '
+                f'copy fail until {CONFIG_HINTS[self.refusal_status]} is fixed']
+
     def write(self, request, count, ctx):
+        try:
+            briefs = self.ask(request, count, ctx)
+        except AdapterError as exc:
+            if exc.status in CONFIG_HINTS:
+                raise self.refused(exc) from None
+            if not exc.retryable or self.settings.llm_fallback == 'fail':
+                raise
+            ctx.log(f'llm: {exc}; the template writer writes {count} design(s) instead',
+                    'WARNING')
+            return self.fall_back(request, count, ctx, f'the llm was unavailable: {exc}')
+        self.refusal = self.refusal_status = None
+        return briefs
+
+    def refused(self, exc):
+        """The job's error for a refusal of our configuration, kept for /health."""
+        self.refusal, self.refusal_status = str(exc), exc.status
+        return AdapterError(f'{exc} (check {CONFIG_HINTS[exc.status]})', adapter='llm',
+                            status=exc.status, retryable=False)
+
+    def fall_back(self, request, count, ctx, reason):
+        briefs = self.fallback.write(request, count, ctx)
+        for brief in briefs:
+            brief.writer_reason = reason[:300]
+        return briefs
+
+    def ask(self, request, count, ctx):
         prompt = ask_for(request, count)
         problem = None
         for attempt in (1, 2):
@@ -167,7 +217,8 @@ class LlmWriter(PromptWriter):
                     f'\n\nYour previous answer was rejected: {problem}. '
                     f'Follow the rules and answer with the JSON only.')
         ctx.log('llm: falling back to the template writer', 'WARNING')
-        return self.fallback.write(request, count, ctx)
+        # The log says why; the reason does not repeat it (it may quote a trademark).
+        return self.fall_back(request, count, ctx, 'the llm answered unusably twice')
 
     def briefs(self, text, request, count):
         designs = parse_designs(text)

@@ -36,7 +36,8 @@ def test_health_info_and_metrics_shapes(shared):
     assert health.status_code == 200
     body = health.json()
     assert body['status'] == 'healthy'
-    assert set(body) == {'status', 'uptime', 'metrics', 'services'}
+    assert set(body) == {'status', 'uptime', 'reasons', 'metrics', 'services'}
+    assert body['reasons'][0] == 'every backend is up'
     assert METRIC_KEYS <= set(body['metrics'])
     assert all(isinstance(up, bool) for up in body['services'].values())
     assert {'comfyui', 'printify', 'shopify'} <= set(body['services'])

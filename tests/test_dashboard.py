@@ -239,6 +239,26 @@ def test_the_page_asks_for_the_api_key_once(engines, dashboards):
     dashboard.close()
 
 
+def test_an_unhealthy_engine_is_shown_without_a_console_error(engines, dashboards):
+    engine = engines.start(HEALTH_MIN_SAMPLE=2, **FAST_DESIGNS)
+    failing = {'type': 'custom', 'request': {'handler': 'fail'}, 'maxRetries': 0}
+    for job_id in [engine.submit(failing) for _ in range(2)]:
+        engine.wait_for(job_id, 'failed')
+    assert engine.get('/health').status_code == 503  # what a load balancer sees
+    dashboard = dashboards(engine)
+    page = dashboard.open()
+    pill = page.locator('#health')
+    expect(pill).to_have_attribute('data-status', 'unhealthy')
+    expect(pill).to_have_text('Unhealthy')
+    expect(pill).to_have_attribute(
+        'title', re.compile('2 of the 2 jobs finished in the last 15 min failed'))
+    # It stays so through the page's own refreshes (a job event re-reads health).
+    engine.wait_for(engine.submit(failing), 'failed')
+    expect(page.locator('tr.job-row')).to_have_count(3)
+    expect(pill).to_have_attribute('title', re.compile('3 of the 3 jobs'))
+    dashboard.close()
+
+
 def test_the_page_reconnects_when_the_engine_comes_back(engines, dashboards):
     engine = engines.start(CUSTOM_HANDLERS='testkit')
     dashboard = dashboards(engine)

@@ -340,14 +340,63 @@ def test_metrics_count_and_round(engine):
     assert metrics['lastActivity'] >= engine.job(ids[-1])['completedAt']
 
 
-def test_health_turns_unhealthy_when_half_the_recent_jobs_fail(engine):
-    ok = engine.submit(sleep_job(0))
-    engine.wait_for(ok, 'completed')
-    assert engine.get('/health').json()['status'] == 'healthy'
-    bad = engine.submit({'type': 'custom', 'request': {'handler': 'fail'}})
-    engine.wait_for(bad, 'failed')
+def finish_jobs(engine, ok, failed):
+    ids = [engine.submit(sleep_job(0)) for _ in range(ok)]
+    ids += [engine.submit({'type': 'custom', 'request': {'handler': 'fail'}, 'maxRetries': 0})
+            for _ in range(failed)]
+    for job_id in ids:
+        engine.wait_for(job_id, 'completed', 'failed')
+
+
+def test_health_judges_the_failure_rate_of_enough_recent_jobs(engines):
+    engine = engines.start(CUSTOM_HANDLERS='testkit')
+    finish_jobs(engine, ok=2, failed=1)
     response = engine.get('/health')
-    assert response.status_code == 503 and response.json()['status'] == 'unhealthy'
+    assert response.status_code == 200 and response.json()['status'] == 'healthy'
+    assert response.json()['reasons'] == [
+        'every backend is up',
+        '1 of the 3 jobs finished in the last 15 min failed; 10 are needed to judge']
+    # A cancelled job is neither a success nor a failure.
+    cancelled = engine.submit(sleep_job(30))
+    engine.wait_for(cancelled, 'running')
+    assert engine.post(f'/api/jobs/{cancelled}/cancel').status_code == 200
+    engine.wait_for(cancelled, 'cancelled')
+    finish_jobs(engine, ok=2, failed=5)
+    response = engine.get('/health')
+    assert response.status_code == 503, response.text
+    assert response.json()['status'] == 'unhealthy'
+    assert response.json()['reasons'] == ['6 of the 10 jobs finished in the last 15 min failed']
+    # A page that shows the state asks for the report: 200, same body.
+    report = engine.get('/health?report=true')
+    assert report.status_code == 200 and report.json()['status'] == 'unhealthy'
+    assert report.json()['reasons'] == response.json()['reasons']
+    assert engine.get('/health?report=maybe').status_code == 400
+    engine.stop()  # the outcomes are kept on disk with the metrics
+    again = engines.start(engine.data_dir, CUSTOM_HANDLERS='testkit')
+    assert again.get('/health').json()['reasons'] == response.json()['reasons']
+
+
+def test_one_failure_in_three_is_healthy_even_when_three_are_enough(engines):
+    engine = engines.start(CUSTOM_HANDLERS='testkit', HEALTH_MIN_SAMPLE=3)
+    finish_jobs(engine, ok=2, failed=1)
+    response = engine.get('/health')
+    assert response.status_code == 200 and response.json()['status'] == 'healthy'
+    assert '1 of the 3 jobs finished in the last 15 min failed' in response.json()['reasons']
+
+
+def test_failures_older_than_the_window_no_longer_count(engines):
+    engine = engines.start(CUSTOM_HANDLERS='testkit', HEALTH_MIN_SAMPLE=2,
+                           HEALTH_WINDOW_MS=1500)
+    finish_jobs(engine, ok=0, failed=2)
+    response = engine.get('/health')
+    assert response.status_code == 503
+    assert response.json()['reasons'] == ['2 of the 2 jobs finished in the last 1.5 s failed']
+    deadline = time.monotonic() + 10
+    while (response := engine.get('/health')).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.1)
+    assert response.json()['reasons'][-1] == (
+        '0 of the 0 jobs finished in the last 1.5 s failed; 2 are needed to judge')
 
 
 def test_health_is_degraded_when_a_platform_is_down(engines):

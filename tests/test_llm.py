@@ -28,7 +28,7 @@ def llm_engine(engines, fake, **env):
         llm = {'ANTHROPIC_API_URL': fake.url, 'ANTHROPIC_API_KEY': ANTHROPIC_KEY,
                'ANTHROPIC_MODEL': 'claude-fake'}
     return engines.start(IMAGE_BACKEND='tiny', MIN_SOURCE_PX=1000, CUSTOM_HANDLERS='testkit',
-                         **llm, **env)
+                         **{**llm, **env})
 
 
 def designs_of(job):
@@ -126,12 +126,65 @@ def test_server_errors_are_retried_and_the_job_recovers(engines, fakes, mode):
     assert {d['writer'] for d in designs_of(job)} == {'llm'}
 
 
+def fell_back(job, count, wording):
+    """Every design was written by the templates, saying why; the job's log warns."""
+    designs = designs_of(job)
+    check_copy(designs, count)
+    assert {d['writer'] for d in designs} == {'template'}
+    assert all(wording in d['writer_reason'] for d in designs), designs[0]['writer_reason']
+    [warning] = [line['message'] for line in job['logs']
+                 if line['type'] == 'WARNING' and line['message'].startswith('llm:')]
+    assert wording in warning and 'the template writer writes' in warning
+    assert len(job['result']['products']) == count
+
+
+@pytest.mark.parametrize('kind, mode, status', [('openai', 'error_500', '500'),
+                                                ('anthropic', 'overloaded', '529')])
+def test_an_llm_outage_falls_back_to_the_templates(engines, fakes, kind, mode, status):
+    fake = fakes.start(kind, mode=mode)
+    engine = llm_engine(engines, fake)
+    job = engine.wait_for(engine.submit({**THEMED, 'maxRetries': 0}, path='/api/generate'),
+                          'completed', timeout=60)
+    fell_back(job, 3, f'({status})')
+    calls = [r for r in fake.requests('/v1/') if r['method'] == 'POST']
+    assert job['retryCount'] == 0 and len(calls) == 3  # retried in place, then templates
+    waiting = llm_engine(engines, fake, LLM_FALLBACK='fail')
+    failed = waiting.wait_for(waiting.submit({**THEMED, 'maxRetries': 0},
+                                             path='/api/generate'), 'failed', timeout=60)
+    assert f'({status})' in failed['error'] and failed['result'] is None
+
+
 def test_a_slow_llm_times_out_and_never_hangs_the_job(engines, fakes):
     fake = fakes.start('openai', mode='slow', slow_seconds=5)
     engine = llm_engine(engines, fake, LLM_TIMEOUT_MS=1000)
-    job_id = engine.submit({**THEMED, 'maxRetries': 0}, path='/api/generate')
-    job = engine.wait_for(job_id, 'failed', timeout=30)
+    job = engine.wait_for(engine.submit({**THEMED, 'maxRetries': 0}, path='/api/generate'),
+                          'completed', timeout=30)
+    fell_back(job, 3, 'Timeout')
+    waiting = llm_engine(engines, fake, LLM_TIMEOUT_MS=1000, LLM_FALLBACK='fail')
+    job = waiting.wait_for(waiting.submit({**THEMED, 'maxRetries': 0}, path='/api/generate'),
+                           'failed', timeout=30)
     assert 'llm' in job['error'] and 'Timeout' in job['error']
+
+
+@pytest.mark.parametrize('scenario, env, status, hint', [
+    ({'api_key': 'sk-another-key-entirely'}, {}, 401, 'check the API key'),
+    ({}, {'LLM_MODEL': 'no-such-model'}, 404, 'check the model name'),
+])
+def test_a_refused_configuration_fails_at_once_and_shows_in_health(engines, fakes, scenario,
+                                                                   env, status, hint):
+    fake = fakes.start('openai', **scenario)
+    engine = llm_engine(engines, fake, **env)
+    job = engine.wait_for(engine.submit(THEMED, path='/api/generate'), 'failed', timeout=30)
+    assert job['retryCount'] == 0 and f'({status})' in job['error'] and hint in job['error']
+    assert len(fake.requests('/v1/chat')) == 1  # no fallback, no retry
+    response = engine.get('/health')
+    health = response.json()
+    assert response.status_code == 503 and health['status'] == 'unhealthy'
+    assert health['services']['llm'] is False
+    assert any(f'llm refuses the configuration ({status})' in r for r in health['reasons'])
+    assert f'({status})' in health['details']['llm']['refused']
+    for text in (engine.log(), json.dumps(job), response.text):
+        assert OPENAI_KEY not in text
 
 
 def test_the_blocklist_refuses_trademarks_at_submit(engines, tmp_path):

@@ -283,7 +283,7 @@ async function api(path, { method = 'GET', body } = {}) {
  * right without a single 401.
  */
 async function probeHealth(key = state.key) {
-  const response = await fetch('health', { headers: key ? { Authorization: `Bearer ${key}` } : {} });
+  const response = await fetch('health?report=true', { headers: key ? { Authorization: `Bearer ${key}` } : {} });
   const health = await response.json();
   return { health, authorized: 'metrics' in health };
 }
@@ -354,9 +354,10 @@ function renderHealth(health) {
   const status = health ? health.status : 'down';
   pill.dataset.status = status;
   setText(pill, health ? status[0].toUpperCase() + status.slice(1) : 'Unreachable');
-  if (health && health.services) {
-    const services = Object.entries(health.services).map(([name, up]) => `${name}: ${up ? 'up' : 'down'}`);
-    pill.title = `Engine ${status}\n${services.join('\n')}`;
+  if (health) {
+    const reasons = health.reasons || [];
+    const services = Object.entries(health.services || {}).map(([name, up]) => `${name}: ${up ? 'up' : 'down'}`);
+    pill.title = [`Engine ${status}`, ...reasons, ...services].join('\n');
   }
   if (health && health.metrics) renderMetrics(health.metrics);
 }
@@ -404,14 +405,22 @@ function renderMetrics(metrics) {
 }
 
 let metricsTimer = null;
+let healthDue = false;
 
-/** Refresh the metrics soon after a job changes (the event comes on a timer). */
-function refreshMetricsSoon() {
+/**
+ * Refresh the metrics soon after a job changes (the event comes on a timer);
+ * after a job finishes, health too, as it is judged from finished jobs.
+ */
+function refreshMetricsSoon(finished = false) {
+  healthDue ||= finished;
   if (metricsTimer) return;
   metricsTimer = setTimeout(async () => {
     metricsTimer = null;
+    const withHealth = healthDue;
+    healthDue = false;
     try {
       renderMetrics(await api('api/metrics'));
+      if (withHealth) await refreshHealth();
     } catch {
       // the next event or poll will do
     }
@@ -1139,7 +1148,7 @@ function handleEvent(event, data) {
   if (event === 'job:update') {
     putJob(data, true);
     scheduleRender();
-    refreshMetricsSoon();
+    refreshMetricsSoon(['completed', 'failed'].includes(data.status));
     if (state.openId === data.id) renderDetail(state.jobs.get(data.id));
   } else if (event === 'job:progress') {
     const job = state.jobs.get(data.id);
