@@ -165,7 +165,9 @@ class LlmWriter(PromptWriter):
         try:
             self.client.ping()
             return True
-        except AdapterError:
+        except AdapterError as exc:
+            if exc.status in (401, 403):  # the model list says the key is wrong
+                self.refused(exc)
             return False
 
     def details(self):

@@ -187,6 +187,14 @@ def test_a_refused_configuration_fails_at_once_and_shows_in_health(engines, fake
         assert OPENAI_KEY not in text
 
 
+def test_a_wrong_key_shows_in_health_before_any_job(engines, fakes):
+    fake = fakes.start('openai', api_key='sk-another-key-entirely')
+    engine = llm_engine(engines, fake)
+    response = engine.get('/health')
+    assert response.status_code == 503, response.text
+    assert response.json()['reasons'][0].startswith('llm refuses the configuration (401)')
+
+
 def test_the_blocklist_refuses_trademarks_at_submit(engines, tmp_path):
     engine = engines.start()
     for body in ({'prompt': 'Vintage Nike swoosh sunset', 'productTypes': ['tshirt']},
