@@ -543,9 +543,27 @@ class RequestSchemas:
     def _validator(self, name):
         if name not in self._validators:
             root = {'$ref': f'#/components/schemas/{name}',
-                    'components': self.document['components']}
+                    'components': with_python_patterns(self.document['components'])}
             self._validators[name] = Draft202012Validator(root)
         return self._validators[name]
+
+
+def with_python_patterns(value):
+    """A copy of ``value`` with each closing ``$`` of a ``pattern`` spelled ``\\Z``.
+
+    In JSON Schema (ECMA 262) a closing ``$`` is the end of the string; in
+    Python's ``re`` it also matches before a final newline, so ``"5\\n"`` would
+    pass ``^[0-9]{1,15}$`` here and fail for every other reader of the document.
+    """
+    if isinstance(value, list):
+        return [with_python_patterns(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    copied = {key: with_python_patterns(item) for key, item in value.items()}
+    pattern = copied.get('pattern')
+    if isinstance(pattern, str) and pattern.endswith('$') and not pattern.endswith('\\$'):
+        copied['pattern'] = pattern[:-1] + '\\Z'
+    return copied
 
 
 def describe_error(error, where=''):
@@ -2789,7 +2807,8 @@ def read_json(limit, required=True):
     if request.content_type.split(';')[0].strip().lower() != 'application/json':
         raise UnsupportedMediaType('Content-Type must be application/json')
     try:
-        body = json.loads(raw.decode('utf-8'), parse_constant=refuse_constant)
+        body = json.loads(raw.decode('utf-8'), parse_constant=refuse_constant,
+                          parse_float=integral_as_int)
     except UnicodeDecodeError:
         raise ValidationError('Request body must be UTF-8 encoded JSON') from None
     except (ValueError, RecursionError) as exc:
@@ -2811,6 +2830,13 @@ def read_body(environ, limit):
 
 def refuse_constant(name):
     raise ValueError(f'{name} is not valid JSON')
+
+
+def integral_as_int(text):
+    # JSON Schema counts 3.0 as an integer, so `"seed": 3.0` passes validation;
+    # the engine then counts and seeds with it, which needs a Python int.
+    number = float(text)
+    return int(number) if number.is_integer() and abs(number) < 2**53 else number
 
 
 def create_app(engine, gate=None):
@@ -2849,7 +2875,7 @@ def add_status_routes(app, engine, gate):
 
     @app.get('/api/openapi.json')
     def openapi():
-        return engine.schemas.document
+        return served_document(engine.schemas.document, gate)
 
     @app.get('/metrics')
     def prometheus():
@@ -2868,6 +2894,15 @@ def add_status_routes(app, engine, gate):
     def web(path):
         target = data_file(WEB_DIR, path)
         return bottle.static_file(str(target.relative_to(WEB_DIR)), root=str(WEB_DIR))
+
+
+def served_document(document, gate):
+    """The API document as this engine applies it. The file lets a request
+    come without credentials (``{}`` in ``security``), as an engine without
+    POD_API_KEY does; with the key set, the guarded operations need it."""
+    if gate.key is None:
+        return document
+    return {**document, 'security': [option for option in document['security'] if option]}
 
 
 def add_job_routes(app, engine, limit):
@@ -2894,7 +2929,9 @@ def add_job_routes(app, engine, limit):
         bottle.response.content_type = 'application/json'
         return stream_jobs(engine, jobs)
 
-    @app.get('/api/jobs/<job_id>')
+    # Not /api/jobs/cleanup, a POST-only resource: its 405 says Allow: POST,
+    # where this route would add GET (and answer GET with "Job not found").
+    @app.get('/api/jobs/<job_id:re:(?!cleanup$)[^/]+>')
     def get_job(job_id):
         shown = shown_json(engine, engine.get(job_id))
         if not shown:

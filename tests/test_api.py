@@ -86,6 +86,19 @@ def test_generate_endpoint_fills_defaults_and_takes_priority(shared):
                               'productTypes': ['tshirt'], 'count': 1, 'autoPublish': True}
 
 
+def test_integers_written_with_a_fraction_are_integers(shared):
+    # JSON Schema counts 3.0 as an integer, and schemathesis sends such numbers.
+    response = shared.post('/api/generate', data=b'{"prompt": "A fox", "seed": 3.0, '
+                           b'"productTypes": ["tshirt"], "count": 1.0, "autoPublish": false}',
+                           headers={'Content-Type': 'application/json'})
+    assert response.status_code == 201, response.text
+    job = response.json()['job']
+    assert job['request']['seed'] == 3 and type(job['request']['seed']) is int
+    done = shared.wait_for(job['id'], 'completed', 'failed', timeout=120)
+    assert done['status'] == 'completed', done['error']
+    assert [image['seed'] for image in done['result']['generatedImages']] == [3]
+
+
 def test_batch_endpoint(shared):
     response = shared.post('/api/generate/batch', json={
         'items': [{'theme': 'nature', 'style': 'minimalist', 'productTypes': ['tshirt']},
