@@ -30,6 +30,7 @@ if __name__ == '__main__':
     sys.modules.setdefault('podengine', sys.modules['__main__'])
 
 import collections
+import dataclasses
 import fcntl
 import hashlib
 import hmac
@@ -70,7 +71,7 @@ from jsonschema.exceptions import best_match
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from adapters import comfyui
+from adapters import comfyui, printready
 from adapters.blocklist import Blocklist
 from adapters.publishing import PublishFollower
 from adapters.templates import copy_for
@@ -231,6 +232,19 @@ SETTINGS = (
             'Longest wait for one ComfyUI image; the prompt is interrupted after it.'),
     Setting('MIN_SOURCE_PX', '1024', parse_int(1, 100_000),
             'Smallest short side of a generated image accepted for print.'),
+    Setting('BACKGROUND', 'auto', parse_choice('auto', 'remove', 'keep'),
+            'A generated image\'s plain background: remove it, keep it, or auto (remove '
+            'when the border is one plain colour). Images with transparency are kept.'),
+    Setting('PRINT_STYLE', '', parse_text,
+            'Replaces the print suffix of generated image prompts ("isolated subject on a '
+            'plain white background, ..."); also appended to a direct prompt.'),
+    Setting('PRINT_MIN_DPI', '150', parse_int(1, 1200),
+            'Lowest effective DPI of art at its printed size before it is upscaled.'),
+    Setting('PRINT_MIN_DPI_STRICT', 'false', parse_bool,
+            'Fail a design under PRINT_MIN_DPI instead of upscaling it (Lanczos, WARNING).'),
+    Setting('COLOUR_MIN_VISIBILITY', '0.25', parse_float(0, 1),
+            'Share of a design\'s ink that must stand out from a garment colour, or the '
+            'colour is disabled for that product.'),
     Setting('ENABLED_PLATFORMS', '', parse_list,
             'Publishing platforms, comma-separated: local, printify, shopify (default: '
             'those with credentials set, else local).'),
@@ -497,9 +511,14 @@ def load_product_types(path):
         for key, value in extra.items():
             entries[key] = {**entries.get(key, {}), **value}
     try:
-        return {key: ProductType(key=key, **value) for key, value in entries.items()}
+        types = {key: ProductType(key=key, **value) for key, value in entries.items()}
     except TypeError as exc:
         raise ConfigError(f'PRODUCT_TYPES_FILE: {exc}') from None
+    for product_type in types.values():
+        if product_type.placement not in printready.PLACEMENTS:
+            raise ConfigError(f'PRODUCT_TYPES_FILE: {product_type.key}.placement must be one '
+                              f'of {", ".join(printready.PLACEMENTS)}')
+    return types
 
 
 API_DOCUMENT = Path(__file__).resolve().parent / 'api' / 'openapi.json'
@@ -2303,6 +2322,8 @@ def publish_design(run, image, index, brief, request):
     """
     entry = image_entry(image, index, brief, run.ctx)
     run.result['generatedImages'].append(entry)
+    if index < len(run.result.get('designs', [])):  # one report, shown on both
+        run.result['designs'][index]['print'] = entry['print']
     run.type_keys = list(request['productTypes'])
     design = (image, index, entry, gevent.lock.Semaphore())  # the lock: see publish_type
     types = [gevent.spawn(outcome_of, publish_type, run, design, brief, request, type_key)
@@ -2344,10 +2365,12 @@ def publish_on(publisher, run, design, brief, request, type_key):
     """The product of one design and type on one platform (checkpointed)."""
     image, index, entry, making = design
     ctx = run.ctx
-    product_type = ctx.product_types[type_key]
+    placement = request.get('placement') or ctx.product_types[type_key].placement
+    with making:  # the design's art is cut out once, for every type
+        product_type = garment_colours(image, index, ctx.product_types[type_key], ctx, entry)
     size = publisher.print_area(product_type, ctx)
     with making:  # types that share a print size share its file: made once
-        artwork = print_file(image, index, size, ctx, entry)
+        artwork = print_file(image, index, size, ctx, entry, placement)
     product = ctx.checkpoint(
         f'product:{publisher.name}:{index}:{type_key}',
         lambda: publisher.publish(artwork, product_type, copy_for(brief, type_key),
@@ -2372,46 +2395,93 @@ def image_entry(image, index, brief, ctx):
             'width': image['width'], 'height': image['height'],
             'backend': image.get('backend', ctx.image_backend.name), 'seed': image.get('seed'),
             'source': {'width': image['width'], 'height': image['height']},
-            'printFiles': []}
+            'printFiles': [], 'print': {
+                'sourcePx': [image['width'], image['height']], 'printPx': None,
+                'effectiveDpi': None, 'background': None, 'placement': None,
+                'coverage': None, 'disabledColours': {}, 'warnings': []}}
 
 
-def print_file(image, index, size, ctx, entry):
-    """The design made print-ready at ``size`` (checkpointed, once per size)."""
+def print_file(image, index, size, ctx, entry, placement):
+    """The design made print-ready at ``size`` by ``placement`` (checkpointed,
+    once per size and placement); its decisions go to the design's ``print``."""
     width, height = size
-    ready = ctx.checkpoint(f'printready:{index}:{width}x{height}', lambda: ctx.run_in_thread(
-        make_print_ready, ctx.data_dir, image['path'], width, height))
+    art = design_art(image, index, ctx)
+    ready = ctx.checkpoint(f'printready:{index}:{width}x{height}:{placement}',
+                           lambda: render_print_file(art, index, size, placement, ctx))
     url = ctx.file_url(ready['path'])
     if not entry['printFiles']:
         # The spec's url/width/height name the print-ready design.
         entry.update(url=url, path=ready['path'], width=width, height=height)
     if all(f['path'] != ready['path'] for f in entry['printFiles']):
-        entry['printFiles'].append({'path': ready['path'], 'url': url,
-                                    'width': width, 'height': height})
+        entry['printFiles'].append({'path': ready['path'], 'url': url, 'width': width,
+                                    'height': height, 'placement': ready['placement'],
+                                    'effectiveDpi': ready['effectiveDpi']})
+    note_print(entry, art, ready)
     return Artwork(key=f'{ctx.prefix}{index}', path=ready['path'], url=url,
                    width=width, height=height)
 
 
-def make_print_ready(data_dir, path, width, height, dpi=300):
-    """An RGBA PNG of exactly width x height at ``dpi``: the design scaled
-    (Lanczos) to fit and centred on a transparent canvas, alpha kept."""
-    source = data_dir / path
-    with Image.open(source) as image:
-        ready = (image.size == (width, height) and image.mode == 'RGBA'
-                 and round(image.info.get('dpi', (0, 0))[0]) == dpi)
-        if ready:
-            return {'path': str(path), 'width': width, 'height': height}
-        scale = min(width / image.width, height / image.height)
-        fitted = image.convert('RGBA').resize(
-            (round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
-    canvas = Image.new('RGBA', (width, height), (0, 0, 0, 0))
-    canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
-    target = source.with_name(f'{source.stem}_print_{width}x{height}.png')
-    temp = target.with_name('.' + target.name + '.tmp')
-    canvas.save(temp, 'PNG', dpi=(dpi, dpi), compress_level=3)
-    os.replace(temp, target)
-    return {'path': str(target.relative_to(data_dir)), 'width': width, 'height': height}
+def design_art(image, index, ctx):
+    """The design's cut-out, trimmed art (checkpointed, once per design)."""
+    def cut():
+        art = ctx.run_in_thread(printready.prepare_art, ctx.data_dir, image,
+                                ctx.settings.background)
+        background = art['background']
+        if background['decision'] == 'removed':
+            ctx.log(f'design {index + 1}: removed its {background["color"]} background '
+                    f'({background["removed"]:.0%} of the image)')
+        elif background['decision'] == 'kept':
+            ctx.log(f'design {index + 1}: kept its background: {background["reason"]}')
+        return art
+    return ctx.checkpoint(f'art:{index}', cut)
 
 
+def render_print_file(art, index, size, placement, ctx):
+    """Place ``art`` in a print area of ``size``, first checking it prints
+    sharp enough there (PRINT_MIN_DPI)."""
+    report = ctx.run_in_thread(printready.render_print, ctx.data_dir, art, size, placement)
+    minimum, dpi = ctx.settings.print_min_dpi, report['effectiveDpi']
+    if dpi < minimum:
+        where = f'{report["placement"]} on {size[0]}x{size[1]}'
+        if ctx.settings.print_min_dpi_strict:
+            raise AdapterError(f'design {index + 1} would print at {dpi} DPI ({where}), under '
+                               f'PRINT_MIN_DPI {minimum} (PRINT_MIN_DPI_STRICT)',
+                               retryable=False)
+        warning = (f'design {index + 1} prints at {dpi} DPI ({where}), under PRINT_MIN_DPI '
+                   f'{minimum}: upscaled with Lanczos, which adds no detail')
+        ctx.log(warning, 'WARNING')
+        report['warning'] = warning
+    return report
+
+
+def note_print(entry, art, ready):
+    """The design's print report: its art, and the least sharp of its files."""
+    report = entry['print']
+    report.update(sourcePx=art['source'], background=art['background'])
+    if report['effectiveDpi'] is None or ready['effectiveDpi'] < report['effectiveDpi']:
+        report.update(printPx=[ready['width'], ready['height']], placement=ready['placement'],
+                      effectiveDpi=ready['effectiveDpi'], coverage=ready['coverage'])
+    if ready.get('warning') and ready['warning'] not in report['warnings']:
+        report['warnings'].append(ready['warning'])
+
+
+def garment_colours(image, index, product_type, ctx, entry):
+    """``product_type`` with only the colours the design shows on; a
+    design that shows on none of them fails."""
+    art = design_art(image, index, ctx)
+    found = ctx.checkpoint(f'colours:{index}:{product_type.key}', lambda: ctx.run_in_thread(
+        printready.check_colours, ctx.data_dir, art, product_type.colors,
+        product_type.extra.get('colorHex'), ctx.settings.colour_min_visibility))
+    shown = ', '.join(f'{name} {share:.0%}' for name, share in found['visibility'].items())
+    if not found['kept']:
+        raise AdapterError(f'design {index + 1} does not show on any {product_type.key} colour '
+                           f'({shown}; COLOUR_MIN_VISIBILITY '
+                           f'{ctx.settings.colour_min_visibility:.0%})', retryable=False)
+    if found['disabled']:
+        entry['print']['disabledColours'][product_type.key] = found['disabled']
+        ctx.log(f'design {index + 1}: {product_type.key} in {", ".join(found["disabled"])} '
+                f'disabled: the design hardly shows on it ({shown})')
+    return dataclasses.replace(product_type, colors=found['kept'])
 
 
 def run_batch(request, ctx):

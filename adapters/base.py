@@ -97,6 +97,7 @@ class ImageFile(Record):
     seed: int
     prompt: str
     backend: str
+    laid_out: bool = False  # drawn for the print area as a whole (not cut out and placed)
 
 
 @dataclass
@@ -134,6 +135,7 @@ class ProductType(Record):
     colors: list = field(default_factory=list)
     print_width: int = 4500
     print_height: int = 5400
+    placement: str = 'chest'   # where AI art goes in the print area: chest, center, full
     extra: dict = field(default_factory=dict)
 
 

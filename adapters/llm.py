@@ -28,7 +28,8 @@ import re
 from adapters.api import ApiClient
 from adapters.base import AdapterError, ConfigError, DesignBrief, PromptWriter
 from adapters.blocklist import Blocklist
-from adapters.templates import NEGATIVE_PROMPT, TemplateWriter, clean_tags, clip_title
+from adapters.templates import (NEGATIVE_PROMPT, TemplateWriter, clean_tags, clip_title,
+                               direct_prompt, print_suffix)
 
 log = logging.getLogger('podengine.llm')
 
@@ -37,7 +38,8 @@ SYSTEM = ('You are a senior print-on-demand designer and marketplace copywriter.
           'copy that sells them. You answer with JSON only, no prose, no code fences.')
 RULES = '''Rules:
 - image_prompt: one vivid paragraph for an image model: subject, composition, palette and
-  art style of a print-ready graphic, isolated on a plain background, no text in the art.
+  art style of a print-ready graphic, isolated on a plain background, no text in the art
+  unless the request asks for lettering.
 - negative_prompt: what the image model must avoid.
 - title: natural marketplace title, at most 140 characters, naming the product.
 - description: 2 to 4 sentences of plain text that mention the product and who it is for.
@@ -233,8 +235,12 @@ class LlmWriter(PromptWriter):
 
     def brief(self, design, request, number):
         fields = checked_fields(design, number)
-        if request.get('prompt'):
-            fields['image_prompt'] = request['prompt']  # the user's prompt, unchanged
+        style = getattr(self.settings, 'print_style', '')
+        if request.get('prompt'):  # the user's prompt, unchanged unless PRINT_STYLE is set
+            fields['image_prompt'] = direct_prompt(request['prompt'], style)
+        else:
+            fields['image_prompt'] = (f'{fields["image_prompt"].rstrip(" .,")}, '
+                                      f'{print_suffix(request, style)}')
         blocked = self.blocklist.find(
             fields['title'], fields['tags'], fields['image_prompt'])
         if blocked:

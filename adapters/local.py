@@ -694,7 +694,7 @@ class LocalImageBackend(ImageBackend):
         ctx.log(f'local: drew {path.name} (seed {seed})', 'INFO')
         return ImageFile(path=_relative(path, ctx.data_dir), width=spec.width,
                          height=spec.height, seed=seed, prompt=spec.prompt,
-                         backend=self.name)
+                         backend=self.name, laid_out=True)
 
     def _draw_and_save(self, spec, seed, path):
         image = render_design(spec.prompt, seed, spec.width, spec.height, spec.caption)

@@ -492,6 +492,33 @@ class _Inputs:
     given: frozenset
     product: Product
     product_words: tuple
+    print_suffix: str = ''
+    print_style: str = ''
+
+
+# Art that prints: a subject a background remover can free, not a scene, a
+# mockup or a framed picture; image models read "transparent background" as
+# a grey checkerboard, so the background asked for is plain white.
+PRINT_SUFFIX = ('isolated subject centered on a plain white background, flat colours, '
+                'crisp clean edges, no mockup, no picture frame, no border')
+TEXT_WORDS = frozenset({'text', 'typography', 'lettering', 'letters', 'quote', 'slogan',
+                        'saying', 'words', 'font', 'calligraphy', 'wordmark'})
+
+
+def print_suffix(request, print_style=''):
+    """What a generated image prompt ends with so the art prints well:
+    PRINT_STYLE when set, else PRINT_SUFFIX and "no text" unless the request
+    asks for lettering."""
+    if print_style:
+        return print_style
+    asked = ' '.join(str(request.get(k) or '') for k in ('prompt', 'theme', 'style', 'niche'))
+    wants_text = TEXT_WORDS & set(re.findall(r'[a-z]+', asked.lower()))
+    return PRINT_SUFFIX if wants_text else PRINT_SUFFIX + ', no text'
+
+
+def direct_prompt(prompt, print_style=''):
+    """The user's own prompt: unchanged, unless PRINT_STYLE is set."""
+    return f'{prompt}, {print_style}' if print_style else prompt
 
 
 def _prompt(request):
@@ -528,7 +555,7 @@ def _rng(request):
     return random.Random(int.from_bytes(digest[:8], 'big'))
 
 
-def _parse(request, rng):
+def _parse(request, rng, print_style=''):
     fields = {k: _field(request, k) for k in DEFAULTS}
     given = {k for k, v in fields.items() if v}
     fields = {k: v or DEFAULTS[k] for k, v in fields.items()}
@@ -537,7 +564,9 @@ def _parse(request, rng):
     # spelling is a spare for de-duplicating titles.
     words = rng.sample(product.title_words, len(product.title_words))
     return _Inputs(prompt=_prompt(request), given=frozenset(given),
-                   product=product, product_words=tuple(words), **fields)
+                   product=product, product_words=tuple(words),
+                   print_suffix=print_suffix(request, print_style),
+                   print_style=print_style, **fields)
 
 
 def _short(text, limit):
@@ -708,8 +737,7 @@ def _image_prompt(inputs, motif, look, rng):
             f'for {_audience(inputs)}')
     parts = [f'{lead}: {motif.prompt} {look["angle"]}', look['composition'],
              look['palette'], *rng.sample(art, 2), rng.choice(NEUTRAL_ART),
-             'isolated on transparent background',
-             f'print-ready {inputs.product.kind} graphic']
+             inputs.print_suffix]
     return ', '.join(parts)
 
 
@@ -802,7 +830,7 @@ def _direct_briefs(inputs, count, rng):
 def _direct_brief(inputs, head, subject, picks, rng, titles):
     description = _description(inputs, subject, picks, rng)
     return DesignBrief(
-        image_prompt=inputs.prompt,
+        image_prompt=direct_prompt(inputs.prompt, inputs.print_style),
         title=_unique_title(head, inputs, rng, titles),
         description=description,
         description_html=_html(description, _bullets(inputs, True, rng)),
@@ -835,7 +863,7 @@ class TemplateWriter(PromptWriter):
         """
         count = max(0, int(count))
         rng = _rng(request)
-        inputs = _parse(request, rng)
+        inputs = _parse(request, rng, getattr(self.settings, 'print_style', ''))
         if ctx is not None:
             source = ('the prompt' if inputs.prompt
                       else 'theme, style and niche')

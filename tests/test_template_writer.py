@@ -2,6 +2,7 @@
 
 import re
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,27 @@ def test_count_three_gives_distinct_prompts_and_titles():
     for brief in briefs:
         prompt = brief.image_prompt
         assert 'minimalist' in prompt and 'nature' in prompt
-        assert 'transparent background' in prompt
-        assert 'print-ready t-shirt graphic' in prompt
+        # Art a background remover can free, not a scene or a mockup.
+        assert prompt.endswith('isolated subject centered on a plain white background, flat '
+                               'colours, crisp clean edges, no mockup, no picture frame, '
+                               'no border, no text')
+
+
+def test_print_style_replaces_the_print_suffix_and_lettering_keeps_its_text():
+    styled = TemplateWriter(types.SimpleNamespace(print_style='die-cut sticker style'))
+    [brief] = styled.write(HIKERS, 1, None)
+    assert brief.image_prompt.endswith(', die-cut sticker style')
+    assert 'plain white background' not in brief.image_prompt
+    [lettered] = write({**HIKERS, 'style': 'retro typography'})
+    assert 'no mockup' in lettered.image_prompt and 'no text' not in lettered.image_prompt
+
+
+def test_a_direct_prompt_is_used_unchanged_unless_print_style_is_set():
+    [plain] = write({'prompt': 'A fox in the snow', 'productTypes': ['tshirt']})
+    assert plain.image_prompt == 'A fox in the snow'
+    styled = TemplateWriter(types.SimpleNamespace(print_style='flat vector, white background'))
+    [brief] = styled.write({'prompt': 'A fox in the snow', 'productTypes': ['tshirt']}, 1, None)
+    assert brief.image_prompt == 'A fox in the snow, flat vector, white background'
 
 
 def test_large_batches_stay_distinct():
@@ -261,7 +281,7 @@ def test_hoodie_wording():
     assert 'hoodie' in brief.description
     assert 't-shirt' not in brief.description
     assert 'graphic hoodie' in brief.tags
-    assert 'hoodie graphic' in brief.image_prompt
+    assert 'hoodie design' in brief.image_prompt
 
 
 def test_tshirt_wording():

@@ -29,6 +29,8 @@ Scenario knobs, merged by ``POST /_fake/config``:
     queue_delay_seconds        a prompt stays pending this long after its POST
     image_size                 N or [width, height]: size of every PNG written
     system_stats_delay         seconds before /system_stats answers
+    picture                    flat (one colour) or subject (a disc of the sampled
+                               colour on a plain white background, antialiased)
     extra_node_classes         {class_type: {"required": {name: TYPE} or [names],
                                "outputs": [TYPE, ...], "output_node": bool}},
                                pass-through nodes accepted besides the built-ins
@@ -61,7 +63,7 @@ import bottle
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
-from PIL import Image
+from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
 __all__ = ['create_app']
@@ -90,6 +92,7 @@ DEFAULT_SCENARIO = {
     'image_size': None,
     'system_stats_delay': 0.0,
     'extra_node_classes': {},
+    'picture': 'flat',
 }
 
 RAM_TOTAL, RAM_FREE = 25276502016, 23986216960
@@ -786,7 +789,8 @@ class NodeContext:
     def save(self, picture, prefix, kind):
         extra = self.run.extra_data.get('extra_pnginfo') or {}
         return self.run.comfy.files.save_images(picture, prefix, kind, self.scenario['image_size'],
-                                                {'prompt': self.run.prompt, **extra})
+                                                {'prompt': self.run.prompt, **extra},
+                                                self.scenario['picture'])
 
 
 class PromptRun:
@@ -1019,7 +1023,7 @@ class Files:
                  if k == kind and sub == subfolder and (m := pattern.match(name))]
         return max(found, default=0) + 1
 
-    def save_images(self, picture, prefix, kind, size_override, metadata):
+    def save_images(self, picture, prefix, kind, size_override, metadata, look='flat'):
         """SaveImage.save_images: one PNG per batch image; the ``images`` entries."""
         subfolder, base = split_prefix(prefix)
         counter = self.next_counter(kind, subfolder, base)
@@ -1027,7 +1031,7 @@ class Files:
         results = []
         for batch_number, colour in enumerate(picture.colours):
             name = f"{base.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
-            self.put(kind, subfolder, name, png_bytes(size, colour, metadata))
+            self.put(kind, subfolder, name, png_bytes(size, colour, metadata, look))
             results.append({'filename': name, 'subfolder': subfolder, 'type': kind})
             counter += 1
         return results
@@ -1055,15 +1059,28 @@ def image_size(picture, override):
     return int(override[0]), int(override[1])
 
 
-def png_bytes(size, colour, metadata):
-    """A PNG of one colour, with the prompt in tEXt chunks as SaveImage writes."""
+def png_bytes(size, colour, metadata, look='flat'):
+    """A PNG of one colour (``look`` 'subject': a disc of it on white), with
+    the prompt in tEXt chunks as SaveImage writes."""
     pixel = tuple(int(min(255.0, max(0.0, 255.0 * value))) for value in colour)
     info = PngInfo()
     for key, value in metadata.items():
         info.add_text(key, json.dumps(value))
     buffer = BytesIO()
-    Image.new('RGB', size, pixel).save(buffer, 'PNG', pnginfo=info, compress_level=4)
+    image = subject_on_white(size, pixel) if look == 'subject' else Image.new('RGB', size, pixel)
+    image.save(buffer, 'PNG', pnginfo=info, compress_level=4)
     return buffer.getvalue()
+
+
+def subject_on_white(size, pixel):
+    """What a model prompted for an isolated subject on a plain white
+    background paints: an antialiased disc, with a white highlight inside."""
+    big = Image.new('RGB', (size[0] * 2, size[1] * 2), (255, 255, 255))
+    draw = ImageDraw.Draw(big)
+    w, h = big.size
+    draw.ellipse((w * .25, h * .2, w * .75, h * .8), fill=pixel)
+    draw.ellipse((w * .42, h * .35, w * .5, h * .45), fill=(255, 255, 255))
+    return big.reduce(2)
 
 
 class ServerState:

@@ -148,7 +148,7 @@ class TinyImageBackend(LocalImageBackend):
             image.save(path, dpi=(300, 300))
             files.append(ImageFile(path=str(path.relative_to(ctx.data_dir)), width=width,
                                    height=height, seed=seed, prompt=spec.prompt,
-                                   backend=self.name))
+                                   backend=self.name, laid_out=True))
         return files
 
 
