@@ -309,3 +309,22 @@ def test_hundreds_of_jobs_stay_usable(engines, dashboards):
     expect(rows).to_have_count(0)
     expect(page.locator('#jobs-empty')).to_have_text('No jobs match.')
     dashboard.close()
+
+
+def test_a_design_under_the_dpi_floor_wears_a_badge(engines, dashboards, fakes):
+    comfy = fakes.start('comfyui', picture='subject')
+    engine = engines.start(COMFYUI_URL=comfy.url, COMFYUI_STEPS=2)
+    job_id = engine.submit({'prompt': 'A lighthouse', 'productTypes': ['tshirt']},
+                           path='/api/generate')
+    dpi = engine.wait_for(job_id, 'completed', timeout=60)['result']['designs'][0]['print'][
+        'effectiveDpi']
+    dashboard = dashboards(engine)
+    page = dashboard.open()
+    card = page.locator(f'#designs article.design[data-job-id="{job_id}"]')
+    badge = card.locator('.print-warning')
+    expect(badge).to_have_text(f'⚠ {dpi} DPI')
+    expect(badge).to_have_attribute('title', re.compile('under PRINT_MIN_DPI 150'))
+    card.locator('button.art').click()
+    facts = page.locator('.detail-designs .print-facts')
+    expect(facts).to_have_text(re.compile(rf'^chest · {dpi} DPI · background removed \(\d+%\)$'))
+    dashboard.close()

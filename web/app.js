@@ -783,7 +783,8 @@ function designCard(design, width, detailed) {
   return h('article', { class: 'design', dataset: { imageId: image.id || '', jobId: job.id } },
     art,
     h('div', { class: 'meta' },
-      h('div', { class: 'title', title }, title),
+      h('div', { class: 'title', title }, title, printBadge(image.print)),
+      detailed ? printFacts(image.print) : null,
       detailed && image.prompt ? h('div', { class: 'prompt', title: image.prompt }, image.prompt) : null,
       detailed && copy && copy.tags ? h('div', { class: 'tags' }, copy.tags.map((tag) => h('span', { class: 'tag' }, tag))) : null,
       products.length ? productLinks(products) : null,
@@ -792,6 +793,27 @@ function designCard(design, width, detailed) {
           h('a', { href: image.url, target: '_blank', rel: 'noopener' }, `Print file ${image.width}×${image.height}`),
           image.backend ? h('span', { class: 'muted' }, `${image.backend}${image.seed !== undefined && image.seed !== null ? ` · seed ${image.seed}` : ''}`) : null)
         : null));
+}
+
+/** A small badge when the print report holds a WARNING (e.g. a low DPI). */
+function printBadge(report) {
+  const warnings = (report && report.warnings) || [];
+  if (!warnings.length) return null;
+  const label = report.effectiveDpi ? `${report.effectiveDpi} DPI` : 'print';
+  return h('span', { class: 'print-warning', title: warnings.join('\n') }, `⚠ ${label}`);
+}
+
+/** The print report in words: placement, sharpness, background, colours. */
+function printFacts(report) {
+  if (!report || !report.placement) return null;
+  const background = report.background || {};
+  const parts = [report.placement, `${report.effectiveDpi} DPI`];
+  if (background.decision === 'removed') parts.push(`background removed (${Math.round(background.removed * 100)}%)`);
+  else if (background.decision) parts.push(`background ${background.decision}`);
+  const disabled = Object.entries(report.disabledColours || {})
+    .map(([type, colours]) => `${type}: not in ${colours.join(', ')}`);
+  return h('div', { class: 'print-facts muted', title: background.reason || '' },
+    [...parts, ...disabled].join(' · '));
 }
 
 function setupDesigns() {
