@@ -242,6 +242,9 @@ SETTINGS = (
             'Lowest effective DPI of art at its printed size before it is upscaled.'),
     Setting('PRINT_MIN_DPI_STRICT', 'false', parse_bool,
             'Fail a design under PRINT_MIN_DPI instead of upscaling it (Lanczos, WARNING).'),
+    Setting('COMFYUI_UPSCALE_MODEL', '', parse_text,
+            'Upscale model on the ComfyUI servers (e.g. RealESRGAN_x2.pth) that enlarges '
+            'art under PRINT_MIN_DPI before it is placed (else Lanczos, with a WARNING).'),
     Setting('COLOUR_MIN_VISIBILITY', '0.25', parse_float(0, 1),
             'Share of a design\'s ink that must stand out from a garment colour, or the '
             'colour is disabled for that product.'),
@@ -2398,7 +2401,8 @@ def image_entry(image, index, brief, ctx):
             'printFiles': [], 'print': {
                 'sourcePx': [image['width'], image['height']], 'printPx': None,
                 'effectiveDpi': None, 'background': None, 'placement': None,
-                'coverage': None, 'disabledColours': {}, 'warnings': []}}
+                'coverage': None, 'upscaledBy': None, 'disabledColours': {},
+                'warnings': []}}
 
 
 def print_file(image, index, size, ctx, entry, placement):
@@ -2406,6 +2410,8 @@ def print_file(image, index, size, ctx, entry, placement):
     once per size and placement); its decisions go to the design's ``print``."""
     width, height = size
     art = design_art(image, index, ctx)
+    if needs_upscale(art, size, placement, ctx):
+        art = upscaled_art(art, index, ctx)
     ready = ctx.checkpoint(f'printready:{index}:{width}x{height}:{placement}',
                            lambda: render_print_file(art, index, size, placement, ctx))
     url = ctx.file_url(ready['path'])
@@ -2436,6 +2442,32 @@ def design_art(image, index, ctx):
     return ctx.checkpoint(f'art:{index}', cut)
 
 
+def needs_upscale(art, size, placement, ctx):
+    """Whether an upscale model should enlarge ``art`` before it is placed."""
+    if art['laidOut'] or not ctx.settings.comfyui_upscale_model:
+        return False
+    box = printready.placed_box((art['width'], art['height']), size, placement)
+    return printready.effective_dpi(art['width'], box[2]) < ctx.settings.print_min_dpi
+
+
+def upscaled_art(art, index, ctx):
+    """``art`` enlarged by COMFYUI_UPSCALE_MODEL (checkpointed, once per design)."""
+    model, backend = ctx.settings.comfyui_upscale_model, ctx.image_backend
+    if not hasattr(backend, 'upscale'):
+        return art  # the print step's WARNING says it was only resized
+
+    def enlarge():
+        colours = ctx.run_in_thread(printready.art_colours, ctx.data_dir, art)
+        prefix = f'{ctx.prefix.replace(":", "-")}design{index}_upscaled'
+        with ctx.image_lane:  # the GPU, shared with the job's drawing
+            enlarged = backend.upscale(colours, model, prefix, ctx).to_dict()
+        bigger = ctx.run_in_thread(printready.with_art_alpha, ctx.data_dir, art, enlarged, model)
+        ctx.log(f'design {index + 1}: upscaled its art {art["width"]}x{art["height"]} to '
+                f'{bigger["width"]}x{bigger["height"]} with {model}')
+        return bigger
+    return ctx.checkpoint(f'art:{index}:upscaled', enlarge)
+
+
 def render_print_file(art, index, size, placement, ctx):
     """Place ``art`` in a print area of ``size``, first checking it prints
     sharp enough there (PRINT_MIN_DPI)."""
@@ -2447,8 +2479,9 @@ def render_print_file(art, index, size, placement, ctx):
             raise AdapterError(f'design {index + 1} would print at {dpi} DPI ({where}), under '
                                f'PRINT_MIN_DPI {minimum} (PRINT_MIN_DPI_STRICT)',
                                retryable=False)
+        after = f'after {art["upscaledBy"]}, ' if art.get('upscaledBy') else ''
         warning = (f'design {index + 1} prints at {dpi} DPI ({where}), under PRINT_MIN_DPI '
-                   f'{minimum}: upscaled with Lanczos, which adds no detail')
+                   f'{minimum}: {after}upscaled with Lanczos, which adds no detail')
         ctx.log(warning, 'WARNING')
         report['warning'] = warning
     return report
@@ -2457,7 +2490,8 @@ def render_print_file(art, index, size, placement, ctx):
 def note_print(entry, art, ready):
     """The design's print report: its art, and the least sharp of its files."""
     report = entry['print']
-    report.update(sourcePx=art['source'], background=art['background'])
+    report.update(sourcePx=art['source'], background=art['background'],
+                  upscaledBy=art.get('upscaledBy'))
     if report['effectiveDpi'] is None or ready['effectiveDpi'] < report['effectiveDpi']:
         report.update(printPx=[ready['width'], ready['height']], placement=ready['placement'],
                       effectiveDpi=ready['effectiveDpi'], coverage=ready['coverage'])

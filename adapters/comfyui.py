@@ -246,6 +246,17 @@ class ComfyServer:
             except AdapterError as exc:
                 log.warning('could not stop prompt %s: %s', prompt_id, exc)
 
+    def upload(self, name, data):
+        """Put ``data`` (a PNG) in the server's input folder as ``name``
+        (overwritten: sending it again after a failure is harmless)."""
+        response = self.call('POST', '/upload/image', timeout=60,
+                             files={'image': (name, data, 'image/png')},
+                             data={'type': 'input', 'overwrite': 'true'})
+        if response.status_code != 200:
+            raise AdapterError(f'ComfyUI at {self.label} refused the upload of {name} '
+                               f'({response.status_code})', adapter='comfyui',
+                               status=response.status_code, retryable=False)
+
     def download(self, image):
         params = {'filename': image['filename'], 'subfolder': image.get('subfolder', ''),
                   'type': image.get('type', 'output')}
@@ -397,7 +408,19 @@ class ComfyUIBackend(ImageBackend):
                 'checkpoint': settings.comfyui_checkpoint,
                 'filename_prefix': f'pod/{ctx.job_id}/{spec.filename_prefix}_{seed}'}
 
-    def run_workflow(self, workflow, key, ctx):
+    def upscale(self, path, model, prefix, ctx):
+        """The image at ``path`` (under DATA_DIR) enlarged on ComfyUI by the
+        upscale model ``model`` (COMFYUI_UPSCALE_MODEL), saved in the job's
+        folder as ``<prefix>.png``. :return: ImageFile"""
+        name = f'pod-{ctx.job_id}-{prefix}.png'
+        data = (ctx.data_dir / path).read_bytes()
+        workflow = upscale_workflow(name, model, f'pod/{ctx.job_id}/{prefix}')
+        ctx.log(f'ComfyUI: upscaling {path.rsplit("/", 1)[-1]} with {model}')
+        image = self.run_workflow(workflow, f'comfyui:{prefix}', ctx,
+                                  before=lambda server: server.upload(name, data))[0]
+        return self.save(image, ctx.job_dir / f'{prefix}.png', '', 0, ctx)
+
+    def run_workflow(self, workflow, key, ctx, before=None):
         """Run a filled ``workflow`` to the end; its output images as
         ``(bytes, info)`` pairs.
 
@@ -411,6 +434,8 @@ class ComfyUIBackend(ImageBackend):
             placed = ctx.checkpoint(key, lambda: self.choose(tried))
             server = self.server_at(placed['server'])
             try:
+                if before is not None:  # e.g. the upload the workflow loads
+                    before(server)
                 return self.run_on(server, placed['promptId'], workflow, ctx)
             except ServerDown:
                 tried.add(server.url)
@@ -501,6 +526,18 @@ class ComfyUIBackend(ImageBackend):
         ctx.log(f'ComfyUI: saved {info["filename"]} ({width}x{height})')
         return ImageFile(path=target.relative_to(ctx.data_dir).as_posix(), width=width,
                          height=height, seed=seed, prompt=prompt, backend=self.name)
+
+
+def upscale_workflow(image_name, model, filename_prefix):
+    """LoadImage -> UpscaleModelLoader + ImageUpscaleWithModel -> SaveImage."""
+    return {
+        '1': {'class_type': 'LoadImage', 'inputs': {'image': image_name}},
+        '2': {'class_type': 'UpscaleModelLoader', 'inputs': {'model_name': model}},
+        '3': {'class_type': 'ImageUpscaleWithModel',
+              'inputs': {'upscale_model': ['2', 0], 'image': ['1', 0]}},
+        '4': {'class_type': 'SaveImage',
+              'inputs': {'images': ['3', 0], 'filename_prefix': filename_prefix}},
+    }
 
 
 def check_entry(entry):

@@ -69,7 +69,7 @@ def cut_out(image, mode='auto'):
                   f'the border is not plain ({uniformity:.0%} of it near one colour)')
         return trim(rgba), {**report, 'decision': 'kept', 'reason': reason}
     alpha, removed = background_alpha(rgb, colour)
-    if removed > MOST_REMOVED:  # one flat colour, or the subject is the border's colour
+    if alpha is None or removed > MOST_REMOVED:  # one flat colour, or the subject is the border's colour
         return trim(rgba), {**report, 'decision': 'kept', 'reason': (
             f'removing it would leave {1 - removed:.1%} of the image')}
     art = np.dstack([defringe(rgb, alpha, colour), alpha * 255]).round().astype(np.uint8)
@@ -98,9 +98,12 @@ def background_alpha(rgb, colour):
     """Alpha (0..1, float) that is 0 on the background reached from the
     edges and, across its boundary, is each pixel's share of the subject's
     colour (the ink's nearest opaque colour against the background's);
-    and the share of the image removed."""
+    and the share of the image removed. Alpha is None when nearly all of
+    the image would go (then it has no background to remove)."""
     distance = np.sqrt(((rgb - colour) ** 2).sum(axis=2))
     background = connected_to_edges(distance < FILL_DISTANCE)
+    if background.mean() > MOST_REMOVED:  # not a background: no need to matte it
+        return None, float(background.mean())
     near_edge = dilate(background, EDGE_BAND) & dilate(~background, EDGE_BAND)
     ink = spread_inwards(rgb, ~background & ~near_edge, EDGE_BAND * 2 + 1)
     towards, seen = ink - colour, rgb - colour
@@ -116,22 +119,23 @@ def background_alpha(rgb, colour):
 
 
 def spread_inwards(rgb, known, steps):
-    """``rgb`` where ``known``; elsewhere, up to ``steps`` px from a known
-    pixel, the mean of the known pixels next to it (the edge's own ink)."""
-    colours = np.where(known[..., None], rgb, 0).astype(np.float32)
-    known = known.astype(np.float32)
-    height, width = known.shape
-    for _ in range(steps):
-        pad_c, pad_k = np.pad(colours, ((1, 1), (1, 1), (0, 0))), np.pad(known, 1)
-        total, count = np.zeros_like(colours), np.zeros_like(known)
-        for dy in (0, 1, 2):
-            for dx in (0, 1, 2):
-                total += pad_c[dy:dy + height, dx:dx + width]
-                count += pad_k[dy:dy + height, dx:dx + width]
-        fresh = (known == 0) & (count > 0)
-        colours[fresh] = total[fresh] / count[fresh][:, None]
-        known = np.where(fresh, 1.0, known)
-    return np.where(known[..., None] > 0, colours, rgb)
+    """``rgb`` where ``known``; elsewhere the mean of the known pixels within
+    ``steps`` px (the edge's own ink), or ``rgb`` when there are none."""
+    weight = known.astype(np.float64)
+    total = box_sum(rgb * weight[..., None], steps)
+    count = box_sum(weight, steps)[..., None]
+    spread = np.where(count > 0, total / np.maximum(count, 1e-9), rgb)
+    return np.where(known[..., None], rgb, spread).astype(np.float32)
+
+
+def box_sum(values, radius):
+    """The sum of ``values`` over each pixel's (2r+1)-square, from one
+    integral image (the cost does not grow with the radius)."""
+    pad = [(radius + 1, radius), (radius + 1, radius)] + [(0, 0)] * (values.ndim - 2)
+    table = np.pad(values.astype(np.float64), pad).cumsum(0).cumsum(1)
+    span = 2 * radius + 1
+    return (table[span:, span:] - table[:-span, span:] - table[span:, :-span]
+            + table[:-span, :-span])
 
 
 def connected_to_edges(mask):
@@ -172,14 +176,7 @@ def grow_along_rows(mask, seeds):
 
 def dilate(mask, steps):
     """``mask`` grown by ``steps`` pixels in all eight directions."""
-    grown = mask.copy()
-    for _ in range(steps):
-        padded = np.pad(grown, 1)
-        grown = np.zeros_like(mask)
-        for dy in (0, 1, 2):
-            for dx in (0, 1, 2):
-                grown |= padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
-    return grown
+    return box_sum(mask, steps) > 0.5
 
 
 def defringe(rgb, alpha, colour):
@@ -396,6 +393,33 @@ def check_colours(data_dir, art, colours, overrides, minimum):
         seen[name] = visibility(ink, rgb)
         (kept if seen[name] >= minimum else disabled).append(name)
     return {'kept': kept, 'disabled': disabled, 'visibility': seen}
+
+
+def art_colours(data_dir, art):
+    """``art``'s colours without its alpha, as ``<stem>_rgb.png``: what an
+    upscale model (RGB only) is given. Edge pixels hold their de-fringed ink,
+    so the enlarged edge carries no background tint."""
+    source = data_dir / art['path']
+    with Image.open(source) as opened:
+        rgb = opened.convert('RGB')
+    target = source.with_name(f'{source.stem}_rgb.png')
+    save_png(rgb, target)
+    return str(target.relative_to(data_dir))
+
+
+def with_art_alpha(data_dir, art, enlarged, model):
+    """The upscale model's RGB output ``enlarged`` (an ImageFile record) with
+    ``art``'s alpha scaled to it: the art record of the upscaled design."""
+    with Image.open(data_dir / art['path']) as opened:
+        alpha = opened.convert('RGBA').getchannel('A')
+    with Image.open(data_dir / enlarged['path']) as opened:
+        image = opened.convert('RGB')
+    image.putalpha(alpha.resize(image.size, Image.LANCZOS))
+    source = data_dir / art['path']
+    target = source.with_name(f'{source.stem}_upscaled.png')
+    save_png(image, target)
+    return {**art, 'path': str(target.relative_to(data_dir)), 'width': image.width,
+            'height': image.height, 'upscaledBy': model}
 
 
 def save_png(image, target, dpi=PRINT_DPI):

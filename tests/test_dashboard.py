@@ -323,8 +323,12 @@ def test_a_design_under_the_dpi_floor_wears_a_badge(engines, dashboards, fakes):
     card = page.locator(f'#designs article.design[data-job-id="{job_id}"]')
     badge = card.locator('.print-warning')
     expect(badge).to_have_text(f'⚠ {dpi} DPI')
+    expect(badge).to_be_visible()
+    box, art = badge.bounding_box(), card.locator('button.art').bounding_box()
+    assert art['x'] <= box['x'] and box['x'] + box['width'] <= art['x'] + art['width']
     expect(badge).to_have_attribute('title', re.compile('under PRINT_MIN_DPI 150'))
     card.locator('button.art').click()
     facts = page.locator('.detail-designs .print-facts')
-    expect(facts).to_have_text(re.compile(rf'^chest · {dpi} DPI · background removed \(\d+%\)$'))
+    expect(facts).to_have_text(re.compile(
+        rf'^chest · {dpi} DPI · background removed \(\d+%\)( · tshirt: not in \w.*)?$'))
     dashboard.close()

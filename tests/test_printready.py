@@ -4,6 +4,7 @@ Every image here is drawn by the test, antialiased as a model's output is
 (drawn at 4x and reduced), on the backgrounds image models paint.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -256,3 +257,4 @@ def test_a_black_design_is_not_sold_on_black_or_navy(engines, fakes):
     [made] = state(printify)['products']
     colours = {v['options'][0] for v in made['variants'] if v['is_enabled']}
     assert colours and not colours & {'Black', 'Navy'}
+

@@ -782,8 +782,9 @@ function designCard(design, width, detailed) {
       title: `${title}\n${age(job.completedAt || job.createdAt)} · ${job.id}` }, thumbImg(image.path, width, title));
   return h('article', { class: 'design', dataset: { imageId: image.id || '', jobId: job.id } },
     art,
+    printBadge(image.print),
     h('div', { class: 'meta' },
-      h('div', { class: 'title', title }, title, printBadge(image.print)),
+      h('div', { class: 'title', title }, title),
       detailed ? printFacts(image.print) : null,
       detailed && image.prompt ? h('div', { class: 'prompt', title: image.prompt }, image.prompt) : null,
       detailed && copy && copy.tags ? h('div', { class: 'tags' }, copy.tags.map((tag) => h('span', { class: 'tag' }, tag))) : null,
