@@ -1488,9 +1488,10 @@ BATCH_ITEMS_IN_FLIGHT = 4  # later items draw while earlier ones publish
 class JobContext:
     """The handle a running job's code gets: progress, logs, checkpoints."""
 
-    def __init__(self, engine, job, prefix='', span=(0, 100), image_lane=None):
+    def __init__(self, engine, job, prefix='', span=(0, 100), image_lane=None, memo=None):
         self.engine = engine
         self.job = job
+        self.memo = {} if memo is None else memo  # this attempt's derived values
         self.image_lane = image_lane or gevent.lock.Semaphore(IMAGES_IN_FLIGHT)
         self.job_id = job['id']
         self.settings = engine.settings
@@ -1529,6 +1530,15 @@ class JobContext:
             self.engine.store.save(self.job).get()
         return done[key]
 
+    def remember(self, key, make):
+        """The value of step ``key`` in this attempt, or ``make()`` kept in
+        memory: for steps that redo the same from files on disk after a
+        restart, so they need no durable save (a save writes the whole job)."""
+        key = self.prefix + key
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
     def lookup(self, key):
         """The stored value of step ``key``, or None if it has not run."""
         return self.job['checkpoints'].get(self.prefix + key)
@@ -1544,7 +1554,7 @@ class JobContext:
         width = high - low
         return JobContext(self.engine, self.job, self.prefix + prefix,
                           (low + width * span[0] / 100, low + width * span[1] / 100),
-                          self.image_lane)
+                          self.image_lane, self.memo)
 
     def file_url(self, path):
         return f'{self.engine.public_url}/files/{quote(str(path))}'
@@ -2439,7 +2449,7 @@ def design_art(image, index, ctx):
         elif background['decision'] == 'kept':
             ctx.log(f'design {index + 1}: kept its background: {background["reason"]}')
         return art
-    return ctx.checkpoint(f'art:{index}', cut)
+    return ctx.remember(f'art:{index}', cut)
 
 
 def needs_upscale(art, size, placement, ctx):
@@ -2503,7 +2513,7 @@ def garment_colours(image, index, product_type, ctx, entry):
     """``product_type`` with only the colours the design shows on; a
     design that shows on none of them fails."""
     art = design_art(image, index, ctx)
-    found = ctx.checkpoint(f'colours:{index}:{product_type.key}', lambda: ctx.run_in_thread(
+    found = ctx.remember(f'colours:{index}:{product_type.key}', lambda: ctx.run_in_thread(
         printready.check_colours, ctx.data_dir, art, product_type.colors,
         product_type.extra.get('colorHex'), ctx.settings.colour_min_visibility))
     shown = ', '.join(f'{name} {share:.0%}' for name, share in found['visibility'].items())

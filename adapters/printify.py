@@ -87,15 +87,19 @@ class Catalog:
         self._resolving = KeyedLocks()
 
     def resolve(self, product_type):
+        """The blueprint, provider, front size and variants of the type's
+        colours and sizes. The lookup is kept per blueprint and sizes, so a
+        design sold in fewer colours (the ones it shows on) costs no call."""
         spec = printify_spec(product_type)
-        key = json.dumps([spec, product_type.colors, product_type.sizes])
+        key = json.dumps([spec, product_type.sizes])
         entries = self._load()
         if key not in entries:
             with self._resolving.hold(key):
                 if key not in entries:
                     entries[key] = self._lookup(spec, product_type)
                     self._save()
-        return entries[key]
+        plan = entries[key]
+        return {**plan, 'variants': in_colours(plan['variants'], product_type)}
 
     def _lookup(self, spec, product_type):
         blueprint = self._blueprint(spec)
@@ -106,8 +110,8 @@ class Catalog:
         variants = pick_variants(listing.get('variants', []), product_type)
         return {'blueprint_id': blueprint['id'], 'print_provider_id': provider['id'],
                 'blueprint': blueprint.get('title', ''), 'provider': provider.get('title', ''),
-                'variants': variants, 'front': front_size(listing.get('variants', []),
-                                                          variants)}
+                'variants': variants, 'front': front_size(
+                    listing.get('variants', []), in_colours(variants, product_type))}
 
     def _blueprint(self, spec):
         for fresh in (False, True):  # a list kept from earlier may predate the blueprint
@@ -168,20 +172,24 @@ def same(a, b):
 
 
 def pick_variants(variants, product_type):
-    """The catalogue variants in the type's colours and sizes, read from
-    ``options`` (titles come as "Black / L" and as "L / Black")."""
-    wanted_colors = {c.lower() for c in product_type.colors}
+    """The catalogue variants in the type's sizes, in every colour, read
+    from ``options`` (titles come as "Black / L" and as "L / Black")."""
     wanted_sizes = {s.lower() for s in product_type.sizes}
-    chosen = [{'id': v['id'], 'color': v['options'].get('color'),
-               'size': v['options'].get('size')}
-              for v in variants
-              if str(v.get('options', {}).get('color', '')).lower() in wanted_colors
-              and str(v.get('options', {}).get('size', '')).lower() in wanted_sizes]
-    if not chosen:
+    return [{'id': v['id'], 'color': v['options'].get('color'),
+             'size': v['options'].get('size')}
+            for v in variants
+            if str(v.get('options', {}).get('size', '')).lower() in wanted_sizes]
+
+
+def in_colours(chosen, product_type):
+    """The variants of ``chosen`` in the type's colours, in catalogue order."""
+    wanted_colors = {c.lower() for c in product_type.colors}
+    kept = [v for v in chosen if str(v.get('color') or '').lower() in wanted_colors]
+    if not kept:
         raise AdapterError(f'printify: none of the colours {product_type.colors} in sizes '
                            f'{product_type.sizes} exist for {product_type.key}',
                            adapter='printify', retryable=False)
-    return chosen
+    return kept
 
 
 def front_size(variants, chosen):

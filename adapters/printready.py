@@ -68,7 +68,8 @@ def cut_out(image, mode='auto'):
         reason = ('BACKGROUND=keep' if mode == 'keep' else
                   f'the border is not plain ({uniformity:.0%} of it near one colour)')
         return trim(rgba), {**report, 'decision': 'kept', 'reason': reason}
-    alpha, removed = background_alpha(rgb, colour)
+    alpha, removed = (None, 1.0) if all_background(rgba, colour) else \
+        background_alpha(rgb, colour)
     if alpha is None or removed > MOST_REMOVED:  # one flat colour, or the subject is the border's colour
         return trim(rgba), {**report, 'decision': 'kept', 'reason': (
             f'removing it would leave {1 - removed:.1%} of the image')}
@@ -136,6 +137,14 @@ def box_sum(values, radius):
     span = 2 * radius + 1
     return (table[span:, span:] - table[:-span, span:] - table[span:, :-span]
             + table[:-span, :-span])
+
+
+def all_background(rgba, colour):
+    """Whether an eighth-size copy is already nearly all background (a flat
+    image): then the full-size matte is not worth computing."""
+    small = np.asarray(rgba.convert('RGB').reduce(8), dtype=np.float32)
+    near = np.sqrt(((small - colour) ** 2).sum(axis=2)) < FILL_DISTANCE
+    return near.mean() > MOST_REMOVED and connected_to_edges(near).mean() > MOST_REMOVED
 
 
 def connected_to_edges(mask):
@@ -341,11 +350,23 @@ def prepare_art(data_dir, image, mode):
     with Image.open(source) as opened:
         size = list(opened.size)
         art, background = cut_out(opened, mode)
+    found = {'path': image['path'], 'width': art.width, 'height': art.height,
+             'source': size, 'background': background, 'laidOut': False,
+             'preview': save_preview(art, source, data_dir)}
+    if background['decision'] == 'kept' and list(art.size) == size:
+        return found  # the image itself is the art
     target = source.with_name(f'{source.stem}_art.png')
-    save_png(art, target)
-    return {'path': str(target.relative_to(data_dir)), 'width': art.width,
-            'height': art.height, 'source': size, 'background': background,
-            'laidOut': False}
+    save_png(art, target, level=1)  # read back once per print size; speed over size
+    return {**found, 'path': str(target.relative_to(data_dir))}
+
+
+def save_preview(art, source, data_dir):
+    """A 256-px copy of ``art`` beside ``source``, for the colour checks."""
+    small = art.copy()
+    small.thumbnail((256, 256))
+    target = source.with_name(f'{source.stem}_art_preview.png')
+    save_png(small, target, level=1)
+    return str(target.relative_to(data_dir))
 
 
 def laid_out(image):
@@ -381,7 +402,7 @@ def render_print(data_dir, art, size, placement):
 def check_colours(data_dir, art, colours, overrides, minimum):
     """Which garment ``colours`` the art shows on (visibility >= ``minimum``);
     colours of unknown RGB are kept. :return: {kept, disabled, visibility}"""
-    with Image.open(data_dir / art['path']) as opened:
+    with Image.open(data_dir / (art.get('preview') or art['path'])) as opened:
         ink = opened.convert('RGBA')
         ink.thumbnail((256, 256))
     kept, disabled, seen = [], [], {}
@@ -422,8 +443,8 @@ def with_art_alpha(data_dir, art, enlarged, model):
             'height': image.height, 'upscaledBy': model}
 
 
-def save_png(image, target, dpi=PRINT_DPI):
+def save_png(image, target, dpi=PRINT_DPI, level=3):
     """Write ``image`` to ``target`` through a temp file and a rename."""
     temp = target.with_name('.' + target.name + '.tmp')
-    image.save(temp, 'PNG', dpi=(dpi, dpi), compress_level=3)
+    image.save(temp, 'PNG', dpi=(dpi, dpi), compress_level=level)
     os.replace(temp, target)
