@@ -547,3 +547,87 @@ def test_scenario_knobs_and_request_log(fake):
         requests.get(fake.url + '/system_stats', timeout=0.2)
     fake.reset()
     assert fake.requests() == [] and state(fake)['history'] == []
+
+
+# Upscaling an uploaded image ------------------------------------------------
+
+
+def upscale_workflow(image='art.png', model='RealESRGAN_x2.pth', prefix='pod/up'):
+    """LoadImage -> UpscaleModelLoader + ImageUpscaleWithModel -> SaveImage."""
+    return {
+        '1': {'class_type': 'LoadImage', 'inputs': {'image': image}},
+        '2': {'class_type': 'UpscaleModelLoader', 'inputs': {'model_name': model}},
+        '3': {'class_type': 'ImageUpscaleWithModel',
+              'inputs': {'upscale_model': ['2', 0], 'image': ['1', 0]}},
+        '4': {'class_type': 'SaveImage', 'inputs': {'images': ['3', 0], 'filename_prefix': prefix}},
+    }
+
+
+def upload(fake, name, image):
+    buffer = io.BytesIO()
+    image.save(buffer, 'PNG')
+    response = requests.post(fake.url + '/upload/image', timeout=5,
+                             files={'image': (name, buffer.getvalue(), 'image/png')},
+                             data={'type': 'input', 'overwrite': 'true'})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def two_halves(size, left, right):
+    image = Image.new('RGB', size, left)
+    image.paste(right, (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+def test_an_uploaded_image_is_enlarged_by_the_models_scale(fake):
+    assert upload(fake, 'art.png', two_halves((40, 30), (200, 10, 10), (10, 10, 200))) == \
+        {'name': 'art.png', 'subfolder': '', 'type': 'input'}
+    assert requests.get(fake.url + '/models/upscale_models', timeout=5).json() == \
+        ['RealESRGAN_x2.pth', '4x-UltraSharp.pth']
+    info = requests.get(fake.url + '/object_info/LoadImage', timeout=5).json()['LoadImage']
+    assert info['input']['required']['image'] == [['art.png'], {'image_upload': True}]
+    assert info['output'] == ['IMAGE', 'MASK']
+    for model, scale in (('RealESRGAN_x2.pth', 2), ('4x-UltraSharp.pth', 4)):
+        entry = wait_history(fake, submit(fake, upscale_workflow(model=model)))
+        image = png(view(fake, entry['outputs']['4']['images'][0]))
+        assert image.size == (40 * scale, 30 * scale)
+        # The real pixels, enlarged: red on the left, blue on the right.
+        assert image.getpixel((2, 2))[:3] == (200, 10, 10)
+        assert image.getpixel((image.width - 3, 2))[:3] == (10, 10, 200)
+
+
+def test_a_re_uploaded_image_runs_again_instead_of_the_cache(fake):
+    upload(fake, 'art.png', Image.new('RGB', (16, 16), (255, 0, 0)))
+    first = wait_history(fake, submit(fake, upscale_workflow()))
+    upload(fake, 'art.png', Image.new('RGB', (16, 16), (0, 255, 0)))
+    second = wait_history(fake, submit(fake, upscale_workflow()))
+    assert png(view(fake, first['outputs']['4']['images'][0])).getpixel((0, 0))[:3] == (255, 0, 0)
+    assert png(view(fake, second['outputs']['4']['images'][0])).getpixel((0, 0))[:3] == (0, 255, 0)
+
+
+def test_a_missing_image_or_model_fails_validation(fake):
+    response = post_prompt(fake, upscale_workflow(image='gone.png'))
+    assert response.status_code == 400
+    errors = response.json()['node_errors']['1']['errors']
+    assert errors == [{'type': 'custom_validation_failed',
+                       'message': 'Custom validation failed for node',
+                       'details': 'image - Invalid image file: gone.png',
+                       'extra_info': {'input_name': 'image'}}]
+    upload(fake, 'art.png', Image.new('RGB', (8, 8)))
+    response = post_prompt(fake, upscale_workflow(model='8x-Nothing.pth'))
+    assert response.status_code == 400
+    error = response.json()['node_errors']['2']['errors'][0]
+    assert (error['type'], error['details']) == (
+        'value_not_in_list',
+        "model_name: '8x-Nothing.pth' not in ['RealESRGAN_x2.pth', '4x-UltraSharp.pth']")
+
+
+def test_a_file_that_is_no_image_fails_when_it_loads(fake):
+    response = requests.post(fake.url + '/upload/image', timeout=5,
+                             files={'image': ('art.png', b'not a png', 'image/png')})
+    assert response.status_code == 200
+    entry = wait_history(fake, submit(fake, upscale_workflow()))
+    assert entry['status']['status_str'] == 'error'
+    error = dict(entry['status']['messages'])['execution_error']
+    assert error['exception_type'] == 'PIL.UnidentifiedImageError'
+    assert error['exception_message'] == "cannot identify image file '/ComfyUI/input/art.png'\n"

@@ -31,6 +31,11 @@ Scenario knobs, merged by ``POST /_fake/config``:
     system_stats_delay         seconds before /system_stats answers
     picture                    flat (one colour) or subject (a disc of the sampled
                                colour on a plain white background, antialiased)
+    upscale_models             what /models/upscale_models lists and
+                               UpscaleModelLoader accepts; a model's scale is
+                               read from its name (RealESRGAN_x2.pth: 2,
+                               4x-UltraSharp.pth: 4), and ImageUpscaleWithModel
+                               enlarges the real pixels of a loaded image by it
     extra_node_classes         {class_type: {"required": {name: TYPE} or [names],
                                "outputs": [TYPE, ...], "output_node": bool}},
                                pass-through nodes accepted besides the built-ins
@@ -93,6 +98,7 @@ DEFAULT_SCENARIO = {
     'system_stats_delay': 0.0,
     'extra_node_classes': {},
     'picture': 'flat',
+    'upscale_models': ['RealESRGAN_x2.pth', '4x-UltraSharp.pth'],
 }
 
 RAM_TOTAL, RAM_FREE = 25276502016, 23986216960
@@ -196,10 +202,13 @@ def object_repr(qualified_name, value):
 
 @dataclass(frozen=True)
 class Picture:
-    """An IMAGE: ``colours`` holds one (r, g, b) in 0..1 per batch image."""
+    """An IMAGE: ``colours`` holds one (r, g, b) in 0..1 per batch image;
+    ``pixels``, when the image came from a file (LoadImage), one RGB PIL image
+    per batch image, which SaveImage then writes as they are."""
     width: int
     height: int
     colours: tuple
+    pixels: tuple = ()
 
     def __str__(self):
         shape = (len(self.colours), self.height, self.width, 3)
@@ -230,6 +239,16 @@ class Loaded:
         names = {'MODEL': 'comfy.model_patcher.ModelPatcher', 'CLIP': 'comfy.sd.CLIP',
                  'VAE': 'comfy.sd.VAE'}
         return object_repr(names[self.kind], self)
+
+
+@dataclass(frozen=True)
+class UpscaleModel:
+    """An UPSCALE_MODEL: a spandrel ImageModelDescriptor of ``scale``."""
+    name: str
+    scale: int
+
+    def __str__(self):
+        return object_repr('spandrel.__helpers.model_descriptor.ImageModelDescriptor', self)
 
 
 @dataclass(frozen=True)
@@ -295,6 +314,8 @@ class NodeClass(NamedTuple):
     hidden: dict = None
     module: str = 'nodes'
     v3: bool = False
+    validate: Callable = None    # VALIDATE_INPUTS(files, **inputs): True or a message
+    is_changed: Callable = None  # IS_CHANGED(files, **inputs): part of the cache key
 
 
 def run_checkpoint_loader(ctx, ckpt_name, **_):
@@ -358,6 +379,52 @@ def run_image_blur(ctx, image, **_):
 
 def run_save_image(ctx, images, filename_prefix='ComfyUI', **_):
     return (), {'images': ctx.save(images, filename_prefix, 'output')}
+
+
+def run_load_image(ctx, image, **_):
+    entry = ctx.run.comfy.files.get('input', *split_annotated(image))
+    try:
+        loaded = Image.open(BytesIO(entry.data))
+        loaded.load()
+    except Exception:  # noqa: BLE001 - PIL names many ways a file is not an image
+        raise NodeFailure('PIL.UnidentifiedImageError',
+                          f"cannot identify image file '/ComfyUI/input/{image}'") from None
+    rgb = loaded.convert('RGB')
+    mean = tuple(v / 255 for v in rgb.resize((1, 1), Image.BOX).getpixel((0, 0)))
+    return (Picture(rgb.width, rgb.height, (mean,), (rgb,)), None), None
+
+
+def validate_load_image(files, image, **_):
+    """LoadImage.VALIDATE_INPUTS: the file must be in input/."""
+    return True if files.get('input', *split_annotated(image)) else f'Invalid image file: {image}'
+
+
+def load_image_changed(files, image, **_):
+    """LoadImage.IS_CHANGED: the file's sha256, so a re-uploaded file runs again."""
+    entry = files.get('input', *split_annotated(image))
+    return hashlib.sha256(entry.data).hexdigest() if entry else None
+
+
+def split_annotated(name):
+    """(subfolder, filename) of an input name such as ``sub/x.png [input]``."""
+    name = re.sub(r' \[(input|output|temp)\]$', '', str(name))
+    return posixpath.dirname(name), posixpath.basename(name)
+
+
+def run_upscale_model_loader(ctx, model_name, **_):
+    found = re.search(r'(\d+)x|x(\d+)', model_name)
+    scale = int(found.group(1) or found.group(2)) if found else 4
+    return (UpscaleModel(model_name, scale),), None
+
+
+def run_image_upscale_with_model(ctx, upscale_model, image, **_):
+    """A model's enlargement, played by Lanczos on the real pixels: the size
+    and the picture are what a model gives, the extra detail is not."""
+    scale = upscale_model.scale
+    width, height = image.width * scale, image.height * scale
+    ctx.sampler_step(1, 1)  # tiled_scale reports its tiles on a progress bar
+    pixels = tuple(p.resize((width, height), Image.LANCZOS) for p in image.pixels)
+    return (Picture(width, height, image.colours, pixels),), None
 
 
 def run_preview_image(ctx, images, **_):
@@ -426,6 +493,18 @@ def sampler_classes():
     ]
 
 
+def upscale_classes(models):
+    return [
+        NodeClass('UpscaleModelLoader', 'Load Upscale Model', 'loaders', {
+            'model_name': [list(models), {}],
+        }, ('UPSCALE_MODEL',), run_upscale_model_loader,
+            module='comfy_extras.nodes_upscale_model'),
+        NodeClass('ImageUpscaleWithModel', 'Upscale Image (using Model)', 'image/upscaling', {
+            'upscale_model': ['UPSCALE_MODEL', {}], 'image': ['IMAGE', {}],
+        }, ('IMAGE',), run_image_upscale_with_model, module='comfy_extras.nodes_upscale_model'),
+    ]
+
+
 def output_classes():
     return [
         NodeClass('SaveImage', 'Save Image', 'image', {
@@ -439,6 +518,11 @@ def output_classes():
 
 def image_classes():
     return [
+        # Its options are the files in input/ when /object_info is read.
+        NodeClass('LoadImage', 'Load Image', 'image', {
+            'image': [[], {'image_upload': True}],
+        }, ('IMAGE', 'MASK'), run_load_image, validate=validate_load_image,
+            is_changed=load_image_changed),
         NodeClass('EmptyImage', 'EmptyImage', 'image', {
             'width': ['INT', {'default': 512, 'min': 1, 'max': 16384, 'step': 1}],
             'height': ['INT', {'default': 512, 'min': 1, 'max': 16384, 'step': 1}],
@@ -480,14 +564,17 @@ def node_classes(scenario):
     checkpoints = list(scenario['checkpoints'])
     checkpoints += [c for c in scenario['runtime_error_checkpoints'] if c not in checkpoints]
     classes = loader_classes(checkpoints) + sampler_classes() + output_classes()
-    classes += image_classes()
+    classes += image_classes() + upscale_classes(scenario['upscale_models'])
     classes += [extra_class(n, s) for n, s in (scenario['extra_node_classes'] or {}).items()]
     return {node_class.name: node_class for node_class in classes}
 
 
-def object_info(node_class):
+def object_info(node_class, files):
     """The /object_info entry of one class."""
-    inputs, order = {'required': node_class.required}, {'required': list(node_class.required)}
+    required = node_class.required
+    if node_class.name == 'LoadImage':
+        required = {'image': [files.names('input'), {'image_upload': True}]}
+    inputs, order = {'required': required}, {'required': list(required)}
     if node_class.hidden:
         inputs['hidden'], order['hidden'] = node_class.hidden, list(node_class.hidden)
     outputs = list(node_class.return_types)
@@ -534,9 +621,10 @@ class InputValidator:
     outputs of a prompt, which is why ``dependent_outputs`` over-reports.
     """
 
-    def __init__(self, prompt, classes):
+    def __init__(self, prompt, classes, files):
         self.prompt = prompt
         self.classes = classes
+        self.files = files
         self.validated = {}
 
     def validate_output(self, output_id):
@@ -575,8 +663,10 @@ class InputValidator:
                 error, linked_ok = self.check_link(name, inputs[name], info)
                 errors += [error] if error else []
                 valid = valid and linked_ok
-            else:
+            elif node_class.validate is None:  # VALIDATE_INPUTS replaces the checks
                 errors += self.check_value(inputs, name, info)
+        if node_class.validate is not None and not errors:
+            errors += self.custom_validation(node_class, inputs)
         result = (not errors and valid, errors, node_id)
         self.validated[node_id] = result
         return result
@@ -603,6 +693,15 @@ class InputValidator:
             reasons = [self.inner_error(name, link, info, ex)]
             self.validated[linked_id] = (False, reasons, linked_id)
             return None, False
+
+    def custom_validation(self, node_class, inputs):
+        """A class's VALIDATE_INPUTS, reported as execution.validate_inputs does."""
+        values = {name: inputs[name] for name in node_class.required if name in inputs}
+        answer = node_class.validate(self.files, **values)
+        if answer is True:
+            return []
+        return [prompt_error('custom_validation_failed', 'Custom validation failed for node',
+                             f'{name} - {answer}', {'input_name': name}) for name in values]
 
     @staticmethod
     def inner_error(name, link, info, ex):
@@ -650,7 +749,7 @@ def check_limits(name, value, info):
     return []
 
 
-def validate_prompt(prompt, classes, targets=None):
+def validate_prompt(prompt, classes, targets=None, files=None):
     """execution.validate_prompt: (ok, error, good output ids, node_errors)."""
     outputs = []
     for node_id, node in prompt.items():
@@ -667,11 +766,11 @@ def validate_prompt(prompt, classes, targets=None):
             outputs.append(node_id)
     if not outputs:
         return False, prompt_error('prompt_no_outputs', 'Prompt has no outputs'), [], {}
-    return validate_outputs(prompt, classes, outputs)
+    return validate_outputs(prompt, classes, outputs, files or Files())
 
 
-def validate_outputs(prompt, classes, outputs):
-    validator = InputValidator(prompt, classes)
+def validate_outputs(prompt, classes, outputs, files):
+    validator = InputValidator(prompt, classes, files)
     good, failures, node_errors = [], [], {}
     for output_id in outputs:
         valid, reasons = validator.validate_output(output_id)
@@ -691,9 +790,10 @@ def validate_outputs(prompt, classes, outputs):
 ###############################################################################
 
 
-def node_signatures(prompt):
+def node_signatures(prompt, classes, files):
     """Cache keys: a node's class and inputs, with links replaced by the linked
-    node's key (CacheKeySetInputSignature). None when a link cannot be resolved."""
+    node's key (CacheKeySetInputSignature), and what IS_CHANGED says of it.
+    None when a link cannot be resolved."""
     signatures = {}
 
     def signature(node_id, visiting):
@@ -708,6 +808,9 @@ def node_signatures(prompt):
                 if value[1] is None:
                     return None
             parts.append([name, value])
+        node_class = classes.get(node.get('class_type'))
+        if node_class is not None and node_class.is_changed is not None:
+            parts.append(['is_changed', node_class.is_changed(files, **node.get('inputs', {}))])
         text = json.dumps([node.get('class_type'), parts], sort_keys=True, default=str)
         signatures[node_id] = hashlib.sha1(text.encode()).hexdigest()
         return signatures[node_id]
@@ -839,7 +942,7 @@ class PromptRun:
     def execute(self):
         self.comfy.state.interrupt_requested = False
         self.add_message('execution_start', {'prompt_id': self.prompt_id})
-        self.signatures = node_signatures(self.prompt)
+        self.signatures = node_signatures(self.prompt, self.comfy.state.classes, self.comfy.files)
         cache = self.comfy.state.cache
         cache.prune(set(self.signatures.values()))
         found = {node_id: cache.get(s) for node_id, s in self.signatures.items()}
@@ -1016,6 +1119,10 @@ class Files:
     def paths(self):
         return [posixpath.join(sub, name) for (_, sub, name) in self.entries]
 
+    def names(self, kind):
+        """The files of one folder as LoadImage lists them (sorted)."""
+        return sorted(posixpath.join(sub, name) for (k, sub, name) in self.entries if k == kind)
+
     def next_counter(self, kind, subfolder, base):
         """One more than the highest ``<base>_NNNNN_`` already there (folder_paths)."""
         pattern = re.compile(re.escape(base) + r'_(\d+)_')
@@ -1031,7 +1138,8 @@ class Files:
         results = []
         for batch_number, colour in enumerate(picture.colours):
             name = f"{base.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
-            self.put(kind, subfolder, name, png_bytes(size, colour, metadata, look))
+            pixels = picture.pixels[batch_number] if picture.pixels else None
+            self.put(kind, subfolder, name, png_bytes(size, colour, metadata, look, pixels))
             results.append({'filename': name, 'subfolder': subfolder, 'type': kind})
             counter += 1
         return results
@@ -1059,15 +1167,21 @@ def image_size(picture, override):
     return int(override[0]), int(override[1])
 
 
-def png_bytes(size, colour, metadata, look='flat'):
-    """A PNG of one colour (``look`` 'subject': a disc of it on white), with
-    the prompt in tEXt chunks as SaveImage writes."""
+def png_bytes(size, colour, metadata, look='flat', pixels=None):
+    """A PNG of one colour (``look`` 'subject': a disc of it on white), or of
+    ``pixels`` when the image has real ones, with the prompt in tEXt chunks
+    as SaveImage writes."""
     pixel = tuple(int(min(255.0, max(0.0, 255.0 * value))) for value in colour)
     info = PngInfo()
     for key, value in metadata.items():
         info.add_text(key, json.dumps(value))
     buffer = BytesIO()
-    image = subject_on_white(size, pixel) if look == 'subject' else Image.new('RGB', size, pixel)
+    if pixels is not None:
+        image = pixels
+    elif look == 'subject':
+        image = subject_on_white(size, pixel)
+    else:
+        image = Image.new('RGB', size, pixel)
     image.save(buffer, 'PNG', pnginfo=info, compress_level=4)
     return buffer.getvalue()
 
@@ -1321,7 +1435,8 @@ class FakeComfyUI:
         prompt = body['prompt']
         prompt_id = str(body.get('prompt_id', uuid.uuid4()))
         ok, error, outputs, node_errors = validate_prompt(prompt, state.classes,
-                                                          body.get('partial_execution_targets'))
+                                                          body.get('partial_execution_targets'),
+                                                          self.files)
         extra_data = dict(body.get('extra_data', {}))
         if 'client_id' in body:
             extra_data['client_id'] = body['client_id']
@@ -1404,12 +1519,13 @@ def add_info_routes(app, fake):
 
     def all_object_info():
         """GET /object_info: every class."""
-        return json_response({n: object_info(c) for n, c in fake.state.classes.items()})
+        return json_response({n: object_info(c, fake.files)
+                              for n, c in fake.state.classes.items()})
 
     def one_object_info(node_class):
         """GET /object_info/<class>: that class, or {} when unknown."""
         found = fake.state.classes.get(node_class)
-        return json_response({node_class: object_info(found)} if found else {})
+        return json_response({node_class: object_info(found, fake.files)} if found else {})
 
     def models(folder=None):
         """GET /models and /models/<folder>."""
@@ -1417,8 +1533,12 @@ def add_info_routes(app, fake):
             return json_response(MODEL_FOLDERS)
         if folder not in MODEL_FOLDERS:
             return empty_response(404)
-        checkpoints = fake.state.classes['CheckpointLoaderSimple'].required['ckpt_name'][0]
-        return json_response(list(checkpoints) if folder == 'checkpoints' else [])
+        listed = {'checkpoints': ('CheckpointLoaderSimple', 'ckpt_name'),
+                  'upscale_models': ('UpscaleModelLoader', 'model_name')}
+        if folder not in listed:
+            return json_response([])
+        class_name, input_name = listed[folder]
+        return json_response(list(fake.state.classes[class_name].required[input_name][0]))
 
     routes(app, 'GET', '/system_stats', system_stats)
     routes(app, 'GET', '/object_info', all_object_info)
