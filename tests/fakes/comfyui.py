@@ -1188,7 +1188,11 @@ def png_bytes(size, colour, metadata, look='flat', pixels=None):
 
 def subject_on_white(size, pixel):
     """What a model prompted for an isolated subject on a plain white
-    background paints: an antialiased disc, with a white highlight inside."""
+    background paints: an antialiased disc, with a white highlight inside. A
+    colour close to white is darkened: a model asked for a subject on white
+    does not paint it white (a test would then find nothing to cut out)."""
+    if min(pixel) > 170:
+        pixel = tuple(v // 2 for v in pixel)
     big = Image.new('RGB', (size[0] * 2, size[1] * 2), (255, 255, 255))
     draw = ImageDraw.Draw(big)
     w, h = big.size
