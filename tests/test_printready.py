@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -258,3 +259,37 @@ def test_a_black_design_is_not_sold_on_black_or_navy(engines, fakes):
     colours = {v['options'][0] for v in made['variants'] if v['is_enabled']}
     assert colours and not colours & {'Black', 'Navy'}
 
+
+
+def fake_requests(fake, method, path):
+    log = requests.get(fake.url + '/_fake/requests', timeout=5).json()
+    return [r for r in log if r['method'] == method and r['path'] == path]
+
+
+def prompt_classes(request):
+    return sorted(node['class_type'] for node in request['json']['prompt'].values())
+
+
+@pytest.mark.parametrize('model, dpi, warned', [('4x-UltraSharp.pth', (200, 240), False),
+                                                ('RealESRGAN_x2.pth', (100, 125), True)])
+def test_art_under_the_dpi_floor_is_upscaled_on_comfyui(engines, fakes, model, dpi, warned):
+    fake = fakes.start('comfyui', picture='subject')
+    engine = comfy_engine(engines, fake, COMFYUI_UPSCALE_MODEL=model)
+    job = engine.wait_for(engine.submit({'prompt': 'A lighthouse', 'productTypes': ['tshirt']},
+                                        path='/api/generate'), 'completed', timeout=60)
+    report = job['result']['designs'][0]['print']
+    assert report['upscaledBy'] == model
+    assert dpi[0] <= report['effectiveDpi'] <= dpi[1]   # 57 DPI before, times the scale
+    assert len(fake_requests(fake, 'POST', '/upload/image')) == 1
+    prompts = fake_requests(fake, 'POST', '/prompt')
+    assert prompt_classes(prompts[-1]) == ['ImageUpscaleWithModel', 'LoadImage', 'SaveImage',
+                                           'UpscaleModelLoader']
+    if warned:
+        [warning] = report['warnings']
+        assert f'after {model}, upscaled with Lanczos' in warning
+    else:
+        assert report['warnings'] == []
+    with Image.open(engine.data_dir / job['result']['generatedImages'][0]['path']) as png:
+        assert png.size == (4500, 5400) and png.mode == 'RGBA'
+        corner = png.getpixel((10, 10))
+    assert corner[3] == 0  # the background stays removed on the enlarged art
