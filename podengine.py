@@ -210,6 +210,9 @@ SETTINGS = (
             'First retry delay; doubles with each attempt, with jitter.'),
     Setting('RETRY_MAX_DELAY_MS', '300000', parse_int(0, DAY_MS),
             'Cap on the retry delay.'),
+    Setting('UPSTREAM_RETRY_DELAY_MS', '500', parse_int(0, 60_000),
+            'First in-place wait after a 5xx from Printify, Shopify or the LLM; doubles '
+            'with each try, at most 16 times it.'),
     Setting('JOB_TIMEOUT_MS', '600000', parse_int(100, DAY_MS),
             'Time limit of one attempt; the attempt is stopped when it passes.'),
     Setting('ENABLE_PERSISTENCE', 'true', parse_bool,

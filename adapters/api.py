@@ -165,10 +165,11 @@ class ApiClient:
     max_waits = 6          # 429s and 5xx retried in place before giving up
     longest_wait = 60.0    # seconds
 
-    def __init__(self, base_url, http, timeout=30):
+    def __init__(self, base_url, http, timeout=30, first_wait=0.5):
         self.base_url = base_url.rstrip('/')
         self.http = http
         self.timeout = timeout
+        self.first_wait = first_wait  # seconds (UPSTREAM_RETRY_DELAY_MS)
         self.requests_sent = 0
         self.rate_limited = 0
         self.responses = collections.Counter()  # status code (or 'error') -> count
@@ -226,12 +227,12 @@ class ApiClient:
         """Seconds to wait before trying again, or None to take the answer."""
         if response.status_code == 429:
             self.rate_limited += 1
-            wait = retry_after(response) or backoff(attempt)
+            wait = retry_after(response) or backoff(attempt, self.first_wait)
             for limiter in self.limiters_for(method, path):
                 limiter.penalise(wait)
             return min(wait, self.longest_wait)
         if response.status_code >= 500 and attempt < self.max_waits:
-            return backoff(attempt)
+            return backoff(attempt, self.first_wait)
         return None
 
     def _result(self, method, path, response):
@@ -257,6 +258,7 @@ def retry_after(response):
         return None
 
 
-def backoff(attempt):
-    """0.5 s, 1 s, 2 s, 4 s ... with jitter, at most 8 s."""
-    return min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+def backoff(attempt, first=0.5):
+    """``first`` seconds, then twice that, four times ... with jitter, at most
+    16 times ``first`` (0.5 s, 1 s, 2 s ... 8 s by default)."""
+    return first * min(16, 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)

@@ -71,7 +71,8 @@ class ChatApi(ApiClient):
     max_waits = 3
 
     def __init__(self, base_url, http, settings):
-        super().__init__(base_url, http, timeout=settings.llm_timeout_ms / 1000)
+        super().__init__(base_url, http, timeout=settings.llm_timeout_ms / 1000,
+                         first_wait=settings.upstream_retry_delay_ms / 1000)
 
     def reason(self, response):
         try:

@@ -39,7 +39,8 @@ class PrintifyClient(ApiClient):
     platform = 'printify'
 
     def __init__(self, settings, http):
-        super().__init__(settings.printify_api_url.rstrip('/') + '/v1', http)
+        super().__init__(settings.printify_api_url.rstrip('/') + '/v1', http,
+                         first_wait=settings.upstream_retry_delay_ms / 1000)
         self._token = settings.printify_api_token
         self.limits = {
             'all': RateLimiter(*settings.printify_rate_limit),
@@ -395,7 +396,7 @@ class PrintifyPublisher(Publisher):
                 return ctx.checkpoint(f'printify:product:{tag}', lambda: summary(made, plan))
             except UnclearAnswer as exc:
                 ctx.log(f'{exc}; looking for the product before sending it again', 'WARNING')
-                gevent.sleep(backoff(attempt))
+                gevent.sleep(backoff(attempt, self.client.first_wait))
                 found = self.adopt(shop_id, body, since, ctx)
                 if found:
                     return ctx.checkpoint(f'printify:product:{tag}',

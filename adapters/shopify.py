@@ -76,7 +76,8 @@ class ShopifyClient(ApiClient):
 
     def __init__(self, settings, http):
         store = settings.shopify_store_url.rstrip('/')
-        super().__init__(f'{store}/admin/api/{settings.shopify_api_version}', http)
+        super().__init__(f'{store}/admin/api/{settings.shopify_api_version}', http,
+                         first_wait=settings.upstream_retry_delay_ms / 1000)
         self._token = settings.shopify_access_token
         self.available = None  # points left in the bucket, as last reported
         self.restore_rate = 50.0

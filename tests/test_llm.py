@@ -142,13 +142,13 @@ def fell_back(job, count, wording):
                                                 ('anthropic', 'overloaded', '529')])
 def test_an_llm_outage_falls_back_to_the_templates(engines, fakes, kind, mode, status):
     fake = fakes.start(kind, mode=mode)
-    engine = llm_engine(engines, fake)
+    engine = llm_engine(engines, fake, UPSTREAM_RETRY_DELAY_MS=20)
     job = engine.wait_for(engine.submit({**THEMED, 'maxRetries': 0}, path='/api/generate'),
                           'completed', timeout=60)
     fell_back(job, 3, f'({status})')
     calls = [r for r in fake.requests('/v1/') if r['method'] == 'POST']
     assert job['retryCount'] == 0 and len(calls) == 3  # retried in place, then templates
-    waiting = llm_engine(engines, fake, LLM_FALLBACK='fail')
+    waiting = llm_engine(engines, fake, LLM_FALLBACK='fail', UPSTREAM_RETRY_DELAY_MS=20)
     failed = waiting.wait_for(waiting.submit({**THEMED, 'maxRetries': 0},
                                              path='/api/generate'), 'failed', timeout=60)
     assert f'({status})' in failed['error'] and failed['result'] is None

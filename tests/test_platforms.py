@@ -228,7 +228,7 @@ def test_with_a_public_url_printify_fetches_the_design_itself(engines, fakes):
 
 def test_a_platform_outage_parks_jobs_in_retry_and_they_recover(engines, fakes):
     printify = fakes.start('printify')
-    engine = platform_engine(engines, printify, RETRY_DELAY_MS=300,
+    engine = platform_engine(engines, printify, RETRY_DELAY_MS=300, UPSTREAM_RETRY_DELAY_MS=20,
                              HEALTH_CHECK_INTERVAL_MS=200)
     printify.configure(fail_next=[{'path_contains': '/v1/', 'status': 503, 'times': 10_000}])
     job_id = generate(engine, maxRetries=10)
