@@ -749,7 +749,7 @@ def check_limits(name, value, info):
     return []
 
 
-def validate_prompt(prompt, classes, targets=None, files=None):
+def validate_prompt(prompt, classes, targets, files):
     """execution.validate_prompt: (ok, error, good output ids, node_errors)."""
     outputs = []
     for node_id, node in prompt.items():
@@ -766,7 +766,7 @@ def validate_prompt(prompt, classes, targets=None, files=None):
             outputs.append(node_id)
     if not outputs:
         return False, prompt_error('prompt_no_outputs', 'Prompt has no outputs'), [], {}
-    return validate_outputs(prompt, classes, outputs, files or Files())
+    return validate_outputs(prompt, classes, outputs, files)
 
 
 def validate_outputs(prompt, classes, outputs, files):
