@@ -183,6 +183,31 @@ def test_printify_accepts_the_documented_flow(fakes):
     assert any(r['json'] == body for r in recorded)
 
 
+def test_printify_renders_mockups_after_the_create(fakes):
+    fake = fakes.start('printify', mockup_seconds=0.5)
+    pfy = Pfy(fake)
+    body = pfy.product_body(picks=(('Black', 'M'), ('White', 'M'), ('Navy', 'L')))
+    product = pfy.create(body)
+    first = product['images']
+    assert [(i['position'], i['is_default']) for i in first] == [('front', True),
+                                                                 ('back', False)]
+    assert first[0]['src'].startswith(fake.url + '/mockup/' + product['id'] + '/')
+    path = f'/v1/shops/{SHOP}/products/{product["id"]}.json'
+    wait_for(lambda: len(pfy.ok('GET', path)['images']) == 6)  # front + back, 3 colours
+    final = pfy.ok('GET', path)['images']
+    assert final[:2] == first and sum(i['is_default'] for i in final) == 1
+    assert {tuple(i['variant_ids']) for i in final} == {(v['id'],) for v in body['variants']}
+
+    picture = requests.get(first[0]['src'], timeout=5)  # a public CDN: no token
+    assert picture.status_code == 200 and picture.headers['Content-Type'] == 'image/jpeg'
+    assert Image.open(io.BytesIO(picture.content)).size == (400, 480)
+    unknown = first[0]['src'].replace(f'/{first[0]["variant_ids"][0]}/', '/1/')
+    assert requests.get(unknown, timeout=5).status_code == 404
+    requests.post(fake.url + '/_fake/config', json={'mockups_unreachable': True}, timeout=5)
+    assert requests.get(first[0]['src'], timeout=5).status_code == 503
+    assert not fake.requests('/mockup/')  # not an API request
+
+
 def test_printify_url_uploads_and_shopify_channel(fakes):
     fake = fakes.start('printify', shops=[{'id': SHOP, 'title': 'S', 'sales_channel': 'shopify'}],
                        sync_seconds=0.3)
@@ -517,6 +542,25 @@ def test_shopify_accepts_the_documented_flow(fakes):
     recorded = fake.requests('/admin/api/')
     assert recorded[0]['headers']['X-Shopify-Access-Token'] == TOKEN
     assert recorded[0]['json']['query'] == '{ shop { name } }'
+
+
+def test_shopify_downloads_external_images_itself(fakes):
+    fake, printify = fakes.start('shopify'), fakes.start('printify')
+    upload = Pfy(printify).upload(png(80, 96))
+    readable = f'{printify.url}/_fake/uploads/{upload["id"]}'
+    sources = [readable, f'{printify.url}/_fake/uploads/missing',
+               f'{printify.url}/_fake/state', 'https://images.example/a.jpg']
+    files = [{'originalSource': s, 'contentType': 'IMAGE'} for s in sources]
+    result = data(gql(fake, PRODUCT_SET, {'input': product_input(files=files),
+                                          'identifier': {'handle': 'external-images'}}))
+    assert result['productSet']['userErrors'] == []
+    state = requests.get(fake.url + '/_fake/state', timeout=5).json()
+    media = state['products'][0]['media']
+    assert [m['status'] for m in media] == ['READY', 'FAILED', 'FAILED', 'READY']
+    assert (media[0]['width'], media[0]['height']) == (80, 96)
+    assert media[1]['errors'][0]['code'] == 'IMAGE_DOWNLOAD_FAILURE'
+    assert media[2]['errors'][0]['code'] == 'IMAGE_PROCESSING_FAILURE'  # not an image
+    assert state['external_downloads'] == 3  # out of the sandbox's reach: not fetched
 
 
 def test_shopify_product_create_then_bulk_variants(fakes):

@@ -61,12 +61,31 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
     crash_after_create       False  True (next create) or n (next n creates):
                              the product IS created, then the connection is
                              closed without any response
+    mockup_seconds           1     how long after the create Printify is still
+                             rendering mockups (really ~60 s; times
+                             time_scale): until then the product's
+                             ``images`` hold only the default colour's
+                             (front and back), as in the create answer;
+                             afterwards a read (GET, list, PUT) shows a
+                             front and a back mockup per enabled colour
+    mockups_unreachable      False  True: the mockup CDN answers 503 (Shopify
+                             cannot fetch a mockup)
+
+Mockups: each ``images[].src`` is
+``<fake base URL>/mockup/<product id>/<variant id>/<camera id>/<position>.jpg?camera_label=<position>``,
+the path of Printify's ``https://images-api.printify.com/mockup/...`` URLs on
+the fake's own loopback address, so the engine, a fake Shopify and a browser
+in the tests can load it. ``GET /mockup/...`` needs no token (it is a public
+CDN, not the API), is not recorded as an API request, and answers a small
+JPEG (the design on the variant's colour, or the plain colour from the back);
+404 for a product or variant it does not have. Mockups are read-only.
 
 Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
 ``POST /_fake/reset``, ``GET /_fake/state`` (products, uploads, publishes,
 publishing_succeeded, publishing_failed, syncs, locked, rate_limited,
 requests_by_group, errors, total_requests) and
-``GET /_fake/uploads/<id>`` (the uploaded bytes, for ``url`` uploads).
+``GET /_fake/uploads/<id>`` (the uploaded bytes, for ``url`` uploads). The state's
+``mockup_downloads`` counts mockup images served.
 """
 
 import base64
@@ -88,7 +107,7 @@ from urllib.parse import urlsplit
 import bottle
 import gevent
 import requests
-from PIL import Image
+from PIL import Image, ImageDraw
 from fakes.control import ApiError, droppable, reply
 from fakes.control import control_routes as shared_control_routes
 
@@ -111,6 +130,8 @@ DEFAULT_SCENARIO = {
     'fail_next': [],
     'slow': None,
     'crash_after_create': False,
+    'mockup_seconds': 1,
+    'mockups_unreachable': False,
 }
 
 # User-Agent prefixes that only name an HTTP library, not the application.
@@ -121,6 +142,12 @@ PUBLISH_FLAGS = ('title', 'description', 'images', 'variants', 'tags')
 OPTIONAL_PUBLISH_FLAGS = ('keyFeatures', 'shipping_template')
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 API_CHANNELS = ('custom_integration', 'api')  # the integration answers each publish itself
+CAMERAS = (('front', 98424), ('back', 98425))  # mockup camera positions and their ids
+MOCKUP_PX = (400, 480)
+# A flat t-shirt, as fractions of the mockup's width and height.
+SHIRT_OUTLINE = ((0.36, 0.12), (0.44, 0.16), (0.56, 0.16), (0.64, 0.12), (0.86, 0.22),
+                 (0.80, 0.36), (0.72, 0.32), (0.72, 0.90), (0.28, 0.90), (0.28, 0.32),
+                 (0.20, 0.36), (0.14, 0.22))
 
 
 # Catalog ###################################################################
@@ -346,9 +373,12 @@ class PrintifyFake:
         self.locks = {}         # id -> {'until': t or None, 'outcome': ..., 'timer'}
         self.uploads = {}       # id -> upload answer
         self.blobs = {}         # id -> bytes
+        self.rendering = {}     # product id -> (monotonic time its mockups are done, base URL)
+        self.mockup_jpegs = {}  # mockup path -> JPEG bytes
         self.windows = collections.defaultdict(collections.deque)
         self.counts = {'publishes': 0, 'rate_limited': 0, 'errors': 0, 'total_requests': 0,
-                       'publishing_succeeded': 0, 'publishing_failed': 0, 'syncs': 0}
+                       'publishing_succeeded': 0, 'publishing_failed': 0, 'syncs': 0,
+                       'mockup_downloads': 0}
         self.random = random.Random(DEFAULT_SCENARIO['error_seed'])
         self.by_group = collections.Counter()
 
@@ -376,6 +406,7 @@ class PrintifyFake:
     def state(self):
         for pid in list(self.products):
             self.settle(pid)
+            self.settle_mockups(pid)
         return {'products': list(self.products.values()),
                 'uploads': list(self.uploads.values()),
                 'locked': sum(p['is_locked'] for p in self.products.values()),
@@ -484,7 +515,7 @@ class PrintifyFake:
 
     # Products ----------------------------------------------------------
 
-    def create_product(self, shop_id, body):
+    def create_product(self, shop_id, body, base_url):
         """POST /v1/shops/{shop}/products.json."""
         self.shop(shop_id)
         check_create_shape(body)
@@ -492,8 +523,10 @@ class PrintifyFake:
         provider = self.check_catalog(bp, pp)
         self.check_product_variants(body['variants'], provider)
         self.check_areas(body['print_areas'], provider, body['variants'])
-        product = self.render(shop_id, body, provider)
+        product = self.render(shop_id, body, provider, base_url)
         self.products[product['id']] = product
+        seconds = float(self.scenario['mockup_seconds']) * float(self.scenario['time_scale'])
+        self.rendering[product['id']] = (time.monotonic() + max(0.0, seconds), base_url)
         return product
 
     def check_catalog(self, bp, pp):
@@ -539,8 +572,9 @@ class PrintifyFake:
                 if image['id'] not in self.uploads:
                     raise invalid(8150, f'The selected {path}.images.{k}.id is invalid.')
 
-    def render(self, shop_id, body, provider):
-        """The product as the create response shows it: every variant, costs, no external."""
+    def render(self, shop_id, body, provider, base_url):
+        """The product as the create response shows it: every variant, costs, no
+        external, and the mockups rendered so far (the default colour's)."""
         now = stamp()
         sent = {v['id']: v for v in body['variants']}
         variants = [self.render_variant(v, sent.get(v['id']), provider)
@@ -555,7 +589,7 @@ class PrintifyFake:
             'tags': merge_tags(body.get('tags') or [], self.catalog[bp]['tags']),
             'options': product_options(provider),
             'variants': variants,
-            'images': mockups(pid, variants),
+            'images': mockups(base_url, pid, variants, partial=True),
             'created_at': now, 'updated_at': now,
             'visible': body.get('visible', True), 'is_locked': False,
             'blueprint_id': bp, 'print_provider_id': body['print_provider_id'],
@@ -602,7 +636,51 @@ class PrintifyFake:
         if pid not in self.products or self.products[pid]['shop_id'] != shop_id:
             raise plain_error(404, 'Product not found.')
         self.settle(pid)
+        self.settle_mockups(pid)
         return self.products[pid]
+
+    def settle_mockups(self, pid):
+        """Show every mockup once Printify has finished rendering them."""
+        due = self.rendering.get(pid)
+        if due and time.monotonic() >= due[0] and pid in self.products:
+            del self.rendering[pid]
+            product = self.products[pid]
+            product['images'] = mockups(due[1], pid, product['variants'])
+
+    def mockup_image(self, pid, vid, camera, position):
+        """GET /mockup/...: a small JPEG of the design on the variant's colour."""
+        product = self.products.get(pid)
+        variant = next((v for v in (product or {}).get('variants', []) if v['id'] == vid), None)
+        cameras = dict(CAMERAS)
+        if variant is None or cameras.get(position) != camera:
+            raise plain_error(404, 'Not found.')
+        if self.scenario['mockups_unreachable']:
+            raise plain_error(503, 'Service Unavailable')
+        key = f'{pid}/{vid}/{camera}'
+        if key not in self.mockup_jpegs:
+            self.mockup_jpegs[key] = self.draw_mockup(product, variant, position)
+        self.counts['mockup_downloads'] += 1
+        return self.mockup_jpegs[key]
+
+    def draw_mockup(self, product, variant, position):
+        """A shirt of the variant's colour on Printify's grey studio backdrop,
+        the front print on its chest (scaled from the print area)."""
+        colour = {v: k for k, v in COLOR_IDS.items()}[variant['options'][0]]
+        image = Image.new('RGB', MOCKUP_PX, (236, 236, 236))
+        width, height = MOCKUP_PX
+        ImageDraw.Draw(image).polygon([(x * width, y * height) for x, y in SHIRT_OUTLINE],
+                                      fill=COLOR_HEX[colour], outline=(190, 190, 190))
+        upload = next((img['id'] for area in product['print_areas']
+                       for holder in area['placeholders'] if holder['position'] == 'front'
+                       for img in holder['images']), None)
+        if position == 'front' and upload in self.blobs:
+            with Image.open(io.BytesIO(self.blobs[upload])) as design:
+                art = design.convert('RGBA')
+                art.thumbnail((int(width * 0.4), int(height * 0.48)))  # the print area
+                image.paste(art, ((width - art.width) // 2, int(height * 0.24)), art)
+        buffer = io.BytesIO()
+        image.save(buffer, 'JPEG', quality=85)
+        return buffer.getvalue()
 
     def list_products(self, shop_id, query):
         """GET products.json: a Laravel paginator, newest first, filters ignored."""
@@ -651,7 +729,9 @@ class PrintifyFake:
             by_id[entry['id']]['is_enabled'] = entry.get('is_enabled', True)
         if 'print_areas' in body:
             product['print_areas'] = self.render_areas(body['print_areas'], provider)
-        product['images'] = mockups(product['id'], product['variants'])
+        base = self.rendering.get(product['id'], (None, base_url()))[1]
+        product['images'] = mockups(base, product['id'], product['variants'],
+                                    partial=product['id'] in self.rendering)
         product['updated_at'] = stamp()
 
     def unlocked(self, shop_id, pid):
@@ -664,6 +744,7 @@ class PrintifyFake:
         self.unlocked(shop_id, pid)
         del self.products[pid]
         self.unlock(pid)
+        self.rendering.pop(pid, None)
         return {}
 
     # Publishing --------------------------------------------------------
@@ -824,16 +905,20 @@ def product_options(provider):
              'values': [{'id': SIZE_IDS[s], 'title': s} for s in sizes]}]
 
 
-def mockups(pid, variants):
-    """One front mockup per enabled colour (read-only, as on the real API)."""
+def mockups(base_url, pid, variants, partial=False):
+    """A front and a back mockup per enabled colour (read-only, as on the real
+    API), the default colour's front first and default; ``partial``: only
+    the default colour's, as while Printify is still rendering them."""
     by_color = collections.OrderedDict()
     for v in variants:
         if v['is_enabled']:
             by_color.setdefault(v['options'][0], []).append(v['id'])
-    return [{'src': f'https://images-api.printify.com/mockup/{pid}/{ids[0]}/{n}/front.jpg',
-             'variant_ids': ids, 'position': 'front', 'is_default': n == 0,
+    colours = list(by_color.values())[:1] if partial else list(by_color.values())
+    return [{'src': f'{base_url}/mockup/{pid}/{ids[0]}/{camera}/{position}.jpg'
+                    f'?camera_label={position}',
+             'variant_ids': ids, 'position': position, 'is_default': n == 0 and k == 0,
              'is_selected_for_publishing': True}
-            for n, ids in enumerate(by_color.values())]
+            for n, ids in enumerate(colours) for k, (position, camera) in enumerate(CAMERAS)]
 
 
 def merge_tags(sent, blueprint_tags):
@@ -933,7 +1018,7 @@ class Pipeline:
 
     def apply(self, callback, route):
         def wrapper(*args, **kwargs):
-            if not bottle.request.path.startswith('/_fake/'):
+            if not bottle.request.path.startswith(('/_fake/', '/mockup/')):
                 return self.handle(callback, args, kwargs)
             try:
                 return callback(*args, **kwargs)
@@ -1026,6 +1111,7 @@ def create_app():
     catalog_routes(app, fake)
     upload_routes(app, fake)
     product_routes(app, fake)
+    mockup_routes(app, fake)
 
     @app.route('/<path:path>', method='ANY')
     def unknown(path):
@@ -1115,7 +1201,7 @@ def product_routes(app, fake):
 
     @app.post(base + '.json')
     def create(shop_id):
-        product = fake.create_product(shop_id, body())
+        product = fake.create_product(shop_id, body(), base_url())
         if fake.take_crash():
             bottle.request.environ['fake.drop'] = True
         return product
@@ -1151,3 +1237,15 @@ def product_routes(app, fake):
     @app.post(base + '/<pid>/unpublish.json')
     def unpublish(shop_id, pid):
         return fake.unpublish(shop_id, pid)
+
+
+def mockup_routes(app, fake):
+    """Printify's mockup CDN (images-api.printify.com), on the fake's own address."""
+    @app.get('/mockup/<pid>/<vid:int>/<camera:int>/<name>')
+    def mockup(pid, vid, camera, name):
+        position = name.rsplit('.', 1)[0]
+        if not name.endswith('.jpg'):
+            raise plain_error(404, 'Not found.')
+        return bottle.HTTPResponse(fake.mockup_image(pid, vid, camera, position), 200,
+                                   {'Content-Type': 'image/jpeg',
+                                    'Cache-Control': 'public, max-age=3600'})

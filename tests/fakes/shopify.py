@@ -31,6 +31,12 @@ more than 2048 variants, a file ``originalSource`` that is not an http(s) URL,
 a taken handle, publishing a product that isn't ACTIVE or to an unknown
 publication. A staged upload that was never POSTed, or an image above 4472 px
 a side / 20 MP, becomes media with ``status: FAILED`` and ``mediaErrors``.
+An external ``originalSource`` (any other http(s) URL: Shopify downloads
+images from such URLs itself) is fetched when it is on loopback, the only
+place the test sandbox can reach (a fake Printify's mockups): a download
+that fails or answers >= 400 is ``IMAGE_DOWNLOAD_FAILURE``, bytes that are
+no image ``IMAGE_PROCESSING_FAILURE``, and the size limits apply; an
+external URL elsewhere is taken as a readable image of unknown size.
 
 Every answer carries ``extensions.cost``. The leaky bucket: a mutation costs
 10, a query 1 per object plus ``2 + first x node cost`` per connection; when
@@ -108,11 +114,14 @@ import secrets
 import sys
 import time
 import traceback
-from fakes.control import droppable, control_routes, reply
+from urllib.parse import urlsplit
 
 import bottle
 import gevent
+import requests
 from PIL import Image
+
+from fakes.control import droppable, control_routes, reply
 
 DEFAULT_SCENARIO = {
     'token': 'shpat_test_token_not_real',
@@ -140,6 +149,7 @@ MAX_PAGE = 250
 MAX_ARRAY = 250
 MAX_VARIANTS = 2048
 MAX_SIDE, MAX_PIXELS = 4472, 20_000_000
+LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 # Input lists allowed above MAX_ARRAY (field, argument, input field...).
 BIG_LISTS = {('productSet', 'input', 'variants'), ('productVariantsBulkCreate', 'variants')}
 INVALID_TOKEN = ('[API] Invalid API key or access token (unrecognized login or wrong '
@@ -1133,7 +1143,8 @@ class ShopifyFake:
         self.staged = {}                            # key -> staged target record
         self.operations = {}                        # ProductSetOperation gid -> product gid
         self.serial = 0
-        self.counts = {'throttled': 0, 'total_requests': 0, 'staged_uploads': 0}
+        self.counts = {'throttled': 0, 'total_requests': 0, 'staged_uploads': 0,
+                       'external_downloads': 0}
         self.bucket = {'level': float(self.scenario['bucket_max']), 'at': time.monotonic()}
         self.random = random.Random(self.scenario['error_seed'])
 
@@ -1507,7 +1518,8 @@ class ShopifyFake:
         outcome, errors, size = self.media_outcome(source)
         number = self.next_id()
         return {'num': number, 'id': f'gid://shopify/MediaImage/{number}', 'alt': alt or '',
-                'source': source, 'filename': filename or source.rsplit('/', 1)[-1],
+                'source': source,
+                'filename': filename or urlsplit(source).path.rsplit('/', 1)[-1],
                 'created': time.monotonic(), 'outcome': outcome, 'errors': errors,
                 'width': size[0], 'height': size[1]}
 
@@ -1518,16 +1530,27 @@ class ShopifyFake:
             if '/_fake_upload/' in source or source.startswith(STAGED_HOST):
                 return failed('IMAGE_DOWNLOAD_FAILURE', 'Not a staged resourceUrl: pass the '
                                                         'target resourceUrl, not its url.')
-            return 'READY', [], (None, None)
+            if urlsplit(source).hostname not in LOOPBACK:
+                return 'READY', [], (None, None)  # out of reach: taken as a good image
+            data = self.download(source)
+            if data is None:
+                return failed('IMAGE_DOWNLOAD_FAILURE', f'Image could not be downloaded '
+                                                        f'from {source}.')
+            return image_outcome(data)
         if staged['data'] is None:
             return failed('IMAGE_DOWNLOAD_FAILURE', 'The staged upload was never completed.')
-        size = image_facts(staged['data'])
-        if size is None:
-            return failed('IMAGE_PROCESSING_FAILURE', 'The file is not a valid image.')
-        if max(size) > MAX_SIDE or size[0] * size[1] > MAX_PIXELS:
-            return failed('IMAGE_PROCESSING_FAILURE', f'Image is {size[0]}x{size[1]}; the '
-                          f'maximum is {MAX_SIDE}x{MAX_SIDE} px and 20 megapixels.')
-        return 'READY', [], size
+        return image_outcome(staged['data'])
+
+    def download(self, url):
+        """The bytes at an external (loopback) URL, or None when it cannot be read."""
+        session = requests.Session()
+        session.trust_env = False   # loopback: never through an HTTP(S)_PROXY
+        self.counts['external_downloads'] += 1
+        try:
+            response = session.get(url, timeout=10)
+        except requests.RequestException:
+            return None
+        return response.content if response.status_code < 400 else None
 
     def new_record(self, title, handle):
         number, now = self.next_id(), iso_now()
@@ -2091,6 +2114,17 @@ def flag(item, key, default):
 def weight_of(item):
     weight = ((item or {}).get('measurement') or {}).get('weight')
     return {'value': float(weight['value']), 'unit': weight['unit']} if weight else None
+
+
+def image_outcome(data):
+    """(READY|FAILED, mediaErrors, (width, height)) for downloaded image bytes."""
+    size = image_facts(data)
+    if size is None:
+        return failed('IMAGE_PROCESSING_FAILURE', 'The file is not a valid image.')
+    if max(size) > MAX_SIDE or size[0] * size[1] > MAX_PIXELS:
+        return failed('IMAGE_PROCESSING_FAILURE', f'Image is {size[0]}x{size[1]}; the '
+                      f'maximum is {MAX_SIDE}x{MAX_SIDE} px and 20 megapixels.')
+    return 'READY', [], size
 
 
 def failed(code, message):
