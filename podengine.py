@@ -293,6 +293,9 @@ SETTINGS = (
             'its channel before the product is marked publish_failed.'),
     Setting('PRINTIFY_SYNC_POLL_MS', '15000', parse_int(100, DAY_MS),
             'How often products still publishing are looked at.'),
+    Setting('PRINTIFY_MOCKUP_WAIT_MS', '60000', parse_int(0, DAY_MS),
+            'How long after a job makes a Printify product its mockups are read again '
+            '(Printify renders them after the create).'),
     Setting('SHOPIFY_STORE_URL', '', parse_text,
             'Shopify store, e.g. https://mystore.myshopify.com.'),
     Setting('SHOPIFY_ACCESS_TOKEN', '', parse_text, 'Shopify Admin API access token.',

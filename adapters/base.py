@@ -7,6 +7,7 @@ Three kinds of adapter plug into the engine:
     Publisher.publish(artwork, product_type, brief, ctx) -> Product (a dict)
     Publisher.link(products, failures, ctx)          (after every platform)
     Publisher.publish_state(product)                 (for the follower)
+    Publisher.final_mockups(product)                 (for the follower)
 
 Each adapter is built once per engine as ``Cls(settings, http=None)``, has a
 ``name``, answers ``health()`` (called from a background probe, so it must use
@@ -253,6 +254,13 @@ class Publisher(Adapter):
         ``('published', {fields to record})``, ``('publishing', None)`` or
         ``('publish_failed', reason)``. Called by the engine's follower."""
         return 'published', {}
+
+    def final_mockups(self, product):
+        """The fields to record of a product whose result says
+        ``mockupsFinal: false`` (its mockups were still being rendered when it
+        was made): ``{mockups, mockupUrl, mockupsFinal: True}``. Called by the
+        follower ``mockup_wait_ms`` (an attribute, default 0) after the job."""
+        return {'mockupsFinal': True}
 
     def republish(self, product):
         """Publish a ``publish_failed`` product again (a manual retry)."""

@@ -11,6 +11,11 @@ Printify has no idempotency key, so every write is checkpointed in the job
 before the next one starts; a create that may have happened (the engine died
 waiting for its answer, or the answer was a 5xx or never came) is looked for
 upstream before it is sent again.
+
+Printify renders a product's mockups (``images``) after it has answered the
+create, so the set in that answer is not final: the job records it
+(``mockupsFinal: false``), and the follower (adapters/publishing.py) reads
+the product once more PRINTIFY_MOCKUP_WAIT_MS later to record the final set.
 """
 
 import base64
@@ -31,6 +36,7 @@ log = logging.getLogger('podengine.printify')
 PUBLISH_FIELDS = {'title': True, 'description': True, 'images': True, 'variants': True,
                   'tags': True, 'keyFeatures': True, 'shipping_template': True}
 FIND_PAGES = 4  # pages of 50 products searched for one that may already exist
+MAX_MOCKUPS = 50  # mockups kept per product (a product in many colours has hundreds)
 
 
 class PrintifyClient(ApiClient):
@@ -261,6 +267,7 @@ class PrintifyPublisher(Publisher):
         self.catalog = Catalog(self.client, settings.data_path / 'cache' /
                                'printify-catalog.json')
         self.dry_run = settings.dry_run
+        self.mockup_wait_ms = settings.printify_mockup_wait_ms  # read by the follower
         self._shop = None
         self._once = KeyedLocks()  # steps two product types of a design share
 
@@ -544,12 +551,26 @@ class PrintifyPublisher(Publisher):
         self.client.call('POST', f'/shops/{shop_id}/products/{product["productId"]}/'
                                  f'publish.json', json=PUBLISH_FIELDS)
 
+    def final_mockups(self, product):
+        """The mockups of ``product`` (a result entry) as Printify shows them
+        now that it has rendered them all: the fields to record."""
+        shop_id = product.get('shopId') or self.shop()['id']
+        found = self.client.call('GET', f'/shops/{shop_id}/products/{product["productId"]}.json')
+        mockups = mockups_of(found.get('images'))
+        if not mockups:  # nothing to show instead of the create's: keep those
+            return {'mockupsFinal': True}
+        return {'mockups': mockups, 'mockupUrl': mockups[0]['src'], 'mockupsFinal': True}
+
     def result(self, product, product_type, brief, status):
-        return {'platform': 'printify', 'productId': product['id'],
-                'url': f'https://printify.com/app/products/{product["id"]}',
-                'type': product_type.key, 'title': brief.title, 'status': status,
-                'published': status == 'published', 'shopId': self.shop()['id'],
-                'salesChannel': self.shop()['sales_channel']}
+        entry = {'platform': 'printify', 'productId': product['id'],
+                 'url': f'https://printify.com/app/products/{product["id"]}',
+                 'type': product_type.key, 'title': brief.title, 'status': status,
+                 'published': status == 'published', 'shopId': self.shop()['id'],
+                 'salesChannel': self.shop()['sales_channel']}
+        if product.get('mockups'):  # those of the create answer, until the follower's re-read
+            entry.update(mockups=product['mockups'], mockupUrl=product['mockups'][0]['src'],
+                         mockupsFinal=False)
+        return entry
 
     # Dry run -----------------------------------------------------------------
 
@@ -588,14 +609,35 @@ def product_body(plan, image_id, brief, product_type):
 
 def summary(product, plan):
     """What the job keeps of a created product: its id and enabled variants,
-    with what a storefront listing of them needs (SKU, colour, size, weight)."""
+    with what a storefront listing of them needs (SKU, colour, size, weight),
+    and the mockups the create answer showed."""
     options = {v['id']: v for v in plan['variants']}
     return {'id': product['id'],
             'variants': [{'id': v['id'], 'cost': v.get('cost'), 'price': v.get('price'),
                           'sku': v.get('sku'), 'grams': v.get('grams'),
                           'color': options.get(v['id'], {}).get('color'),
                           'size': options.get(v['id'], {}).get('size')}
-                         for v in product.get('variants', []) if v.get('is_enabled')]}
+                         for v in product.get('variants', []) if v.get('is_enabled')],
+            'mockups': mockups_of(product.get('images'))}
+
+
+def mockups_of(images):
+    """``[{src, variantIds, isDefault}]`` of a product's ``images``, the default
+    first: those selected for publishing when Printify says which, at most
+    MAX_MOCKUPS."""
+    images = [i for i in images or [] if isinstance(i, dict)
+              and str(i.get('src') or '').startswith(('https://', 'http://'))]
+    if any('is_selected_for_publishing' in i for i in images):
+        images = [i for i in images if i.get('is_selected_for_publishing')] or images
+    images.sort(key=lambda i: not i.get('is_default'))  # stable: Printify's order after it
+    return [{'src': i['src'], 'variantIds': list(i.get('variant_ids') or []),
+             'isDefault': bool(i.get('is_default'))} for i in images[:MAX_MOCKUPS]]
+
+
+def default_mockup(product):
+    """The default mockup's URL of a product summary (or result entry), or None."""
+    mockups = (product or {}).get('mockups') or []
+    return mockups[0]['src'] if mockups else None
 
 
 def created_since(product, since):

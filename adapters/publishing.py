@@ -9,6 +9,13 @@ each one until it is ``published`` (its store link recorded), the platform
 gives up, or PRINTIFY_SYNC_WAIT_MS passes (both ``publish_failed``, with the
 reason, and retryable by the job's retry).
 
+The follower also reads a product's mockups once more when a platform
+renders them after the create (Printify: ``mockupsFinal: false`` in the
+result, read again the publisher's ``mockup_wait_ms`` after the job ended).
+A re-read that fails is tried again at the next polls, MOCKUP_TRIES times
+in all, and then given up with a WARNING in the job's logs: the mockups of
+the create answer stay, and the job is not failed for it.
+
 What is followed is kept in DATA_DIR/publishing.json, written before the job
 that made the products is recorded as finished, so a restart resumes
 following and a crash loses nothing.
@@ -22,6 +29,8 @@ import time
 from adapters.base import AdapterError
 
 log = logging.getLogger('podengine.publishing')
+
+MOCKUP_TRIES = 3  # polls that try to read a product's final mockups
 
 
 class PublishFollower:
@@ -38,26 +47,35 @@ class PublishFollower:
         self.wait_ms = wait_ms
         self.path = path
         self.clock = clock
-        self.followed = self._load()  # product id -> {jobId, platform, product, since}
+        # product id -> {jobId, platform, product, since, and while its
+        # mockups are to be read again: mockupsDue (ms), mockupTries}
+        self.followed = self._load()
 
     def __len__(self):
-        return len(self.followed)
+        """How many products are still publishing."""
+        return sum(publishing(entry) for entry in self.followed.values())
 
     def watch(self, job_id, products):
-        """Follow the ``publishing`` products of ``job_id`` (durably)."""
+        """Follow the ``publishing`` products of ``job_id``, and those whose
+        mockups are not final yet (durably)."""
         added = False
         for product in products or []:
             key = str(product.get('productId'))
-            if product.get('status') == 'publishing' and key not in self.followed:
-                self.followed[key] = {'jobId': job_id, 'platform': product['platform'],
-                                      'product': product, 'since': self._now_ms()}
+            entry = self.followed.get(key)
+            if product.get('status') == 'publishing' and not (entry and publishing(entry)):
+                entry = self.followed[key] = {**(entry or {}), 'jobId': job_id,
+                                              'platform': product['platform'],
+                                              'product': product, 'since': self._now_ms()}
+                added = True
+            if product.get('mockupsFinal') is False and 'mockupsDue' not in (entry or {}):
+                wait = getattr(self.publishers.get(product['platform']), 'mockup_wait_ms', 0)
+                entry = self.followed[key] = {
+                    'jobId': job_id, 'platform': product['platform'], 'product': product,
+                    'since': self._now_ms(), **(entry or {}),
+                    'mockupsDue': self._now_ms() + wait, 'mockupTries': 0}
                 added = True
         if added:
             self._save()
-
-    def watching(self, job_id):
-        return [entry['product'] for entry in self.followed.values()
-                if entry['jobId'] == job_id]
 
     def poll(self):
         """Ask about each followed product once; record what has settled."""
@@ -70,6 +88,19 @@ class PublishFollower:
                 log.exception('following %s %s failed', entry['platform'], key)
 
     def _check(self, key, entry):
+        changed = False
+        if publishing(entry):
+            changed = self._check_publish(key, entry)
+        if 'mockupsDue' in entry and self._now_ms() >= entry['mockupsDue']:
+            self._read_mockups(key, entry)
+            changed = True
+        if not publishing(entry) and 'mockupsDue' not in entry:
+            del self.followed[key]
+        if changed:
+            self._save()
+
+    def _check_publish(self, key, entry):
+        """Whether the publish of ``key`` has settled (and was recorded)."""
         publisher = self.publishers.get(entry['platform'])
         state, detail = publisher.publish_state(entry['product'])
         if state == 'publishing' and self._now_ms() - entry['since'] > self.wait_ms:
@@ -77,7 +108,7 @@ class PublishFollower:
                 f'the {entry["platform"]} publish did not finish within '
                 f'{self.wait_ms / 60000:g} min')
         if state == 'publishing':
-            return
+            return False
         if state == 'published':
             changes = {**detail, 'status': 'published', 'published': True, 'error': None}
             message = (f'{entry["platform"]}: product {key} is published'
@@ -88,8 +119,29 @@ class PublishFollower:
             self.record(entry['jobId'], key, changes,
                         f'{entry["platform"]}: product {key} was not published: {detail}; '
                         f'retry the job to publish it again', 'ERROR')
-        del self.followed[key]
-        self._save()
+        entry['product'] = {**entry['product'], **changes}
+        return True
+
+    def _read_mockups(self, key, entry):
+        """Read the final mockups of ``key`` once; a failure is tried again at
+        the next poll, and given up (WARNING) after MOCKUP_TRIES."""
+        publisher = self.publishers.get(entry['platform'])
+        try:
+            changes = publisher.final_mockups(entry['product'])
+        except AdapterError as exc:
+            entry['mockupTries'] = entry.get('mockupTries', 0) + 1
+            log.warning('reading the mockups of %s %s again: %s', entry['platform'], key, exc)
+            if entry['mockupTries'] < MOCKUP_TRIES:
+                return
+            del entry['mockupsDue']
+            self.record(entry['jobId'], key, {},
+                        f'{entry["platform"]}: the final mockups of product {key} could not '
+                        f'be read ({exc}); those of the create answer are kept', 'WARNING')
+            return
+        del entry['mockupsDue']
+        count = len(changes.get('mockups') or entry['product'].get('mockups') or [])
+        self.record(entry['jobId'], key, changes,
+                    f'{entry["platform"]}: product {key} has its final {count} mockup(s)')
 
     def republish(self, job_id, products):
         """Publish a job's ``publish_failed`` products again and follow them;
@@ -129,3 +181,8 @@ class PublishFollower:
             file.flush()
             os.fsync(file.fileno())
         temp.replace(self.path)
+
+
+def publishing(entry):
+    """Whether a followed product's publish is still to settle."""
+    return entry['product'].get('status') == 'publishing'

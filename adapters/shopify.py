@@ -17,7 +17,10 @@ costs more than M) and its weight, sold while out of stock and untracked:
 Shopify's defaults (tracked, 0 in stock, DENY) would show it "Sold out".
 Its media is checked (READY, not FAILED) before the listing counts as made.
 On a Printify API shop, Printify's publisher then answers its publish with
-this product, which links the two for orders.
+this product, which links the two for orders. When that Printify product has
+a default mockup, the listing shows it first (Shopify fetches the image from
+Printify's URL itself), then the design; a mockup Shopify could not fetch is
+a WARNING, not a failed listing.
 
 When the Printify shop is connected to Shopify, Printify's sync creates the
 Shopify product itself; then this publisher creates nothing.
@@ -36,6 +39,7 @@ import requests
 
 from adapters.api import ApiClient, KeyedLocks, WaitTally
 from adapters.base import AdapterError, ConfigError, Publisher
+from adapters.printify import default_mockup
 
 log = logging.getLogger('podengine.shopify')
 
@@ -192,6 +196,12 @@ def check_user_errors(payload, what):
     return payload
 
 
+def media_reasons(nodes):
+    """The mediaErrors messages of failed media nodes, in one line."""
+    return '; '.join(e.get('message', '') for n in nodes
+                     for e in n.get('mediaErrors') or []) or 'no reason given'
+
+
 def slug(text, limit=60):
     return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-')[:limit].strip('-') or 'design'
 
@@ -235,23 +245,25 @@ class ShopifyPublisher(Publisher):
                     f'not making a second one')
             return None
         variants = printify.listing_variants(artwork, product_type, ctx) if printify else None
+        tag = f'{artwork.key}:{product_type.key}'
+        linked = ctx.lookup(f'printify:product:{tag}') if variants else None
         handle = product_handle(brief.title, ctx.job_id, artwork.key, product_type.key)
         listing = ListingInput(brief, product_type, variants or catalogue_variants(
-            product_type), auto_publish)
+            product_type), auto_publish, mockup=default_mockup(linked))
         if self.dry_run:
             return self.rehearse(artwork, listing, handle)
         with self._once.hold((ctx.job_id, artwork.path)):  # types sharing a file: one upload
             source = ctx.checkpoint(f'shopify:file:{artwork.path}',
                                     lambda: self.file_source(artwork, ctx))
-        tag = f'{artwork.key}:{product_type.key}'
         product = ctx.checkpoint(f'shopify:product:{tag}', lambda: self.set_product(
             handle, listing.product(source), ctx))
-        ctx.checkpoint(f'shopify:media:{tag}', lambda: self.wait_for_media(product, ctx))
+        media = ctx.checkpoint(f'shopify:media:{tag}',
+                               lambda: self.wait_for_media(product, ctx, listing.mockup))
         if auto_publish:
             product = ctx.checkpoint(f'shopify:published:{tag}',
                                      lambda: self.publish_online(product, ctx))
-        linked = ctx.lookup(f'printify:product:{tag}') if variants else None
-        return self.result(product, product_type, brief, auto_publish, linked)
+        shown = listing.mockup if media.get('mockupShown') else None
+        return self.result(product, product_type, brief, auto_publish, linked, shown)
 
     # Other platforms ---------------------------------------------------------
 
@@ -330,24 +342,31 @@ class ShopifyPublisher(Publisher):
         ctx.log(f'shopify: product {result["id"]} ({handle}) is {result["status"]}')
         return result
 
-    def wait_for_media(self, product, ctx):
+    def wait_for_media(self, product, ctx, mockup=None):
         """Wait until Shopify has processed the design image: READY, or FAILED
-        with its reasons (then the listing has no picture: the job fails)."""
+        with its reasons (then the listing has no picture: the job fails).
+        With a ``mockup`` (the first media), its failure is only a WARNING:
+        the listing still shows the design."""
         deadline = time.monotonic() + MEDIA_WAIT_SECONDS
-        pause = 0.25
+        pause, first, warned = 0.25, 1 if mockup else 0, False
         while True:
             data = self.client.graphql(MEDIA_STATUS, {'id': product['id']}, cost=MEDIA_COST)
             nodes = (((data.get('product') or {}).get('media') or {}).get('nodes')) or []
-            failed = [n for n in nodes if n.get('status') == 'FAILED']
+            shown, design = nodes[:first], nodes[first:]
+            if any(n.get('status') == 'FAILED' for n in shown) and not warned:
+                ctx.log(f'shopify: {product["id"]} could not show the Printify mockup '
+                        f'({media_reasons(shown)}); it shows the design', 'WARNING')
+                warned = True
+            failed = [n for n in design if n.get('status') == 'FAILED']
             if failed:
-                reasons = '; '.join(e.get('message', '') for n in failed
-                                    for e in n.get('mediaErrors') or []) or 'no reason given'
-                raise AdapterError(f'shopify: the design image failed processing: {reasons}',
-                                   adapter='shopify', retryable=False)
-            if all(n.get('status') == 'READY' for n in nodes):
-                return {'media': len(nodes)}
+                raise AdapterError(f'shopify: the design image failed processing: '
+                                   f'{media_reasons(failed)}', adapter='shopify',
+                                   retryable=False)
+            if all(n.get('status') in ('READY', 'FAILED') for n in shown) and \
+                    all(n.get('status') == 'READY' for n in design):
+                return {'media': len(nodes), 'mockupShown': bool(shown) and not warned}
             if time.monotonic() > deadline:
-                ctx.log(f'shopify: the design image of {product["id"]} is still processing',
+                ctx.log(f'shopify: the images of {product["id"]} are still processing',
                         'WARNING')
                 return {'media': len(nodes), 'processing': True}
             gevent.sleep(pause)
@@ -375,7 +394,7 @@ class ShopifyPublisher(Publisher):
                                    adapter='shopify', retryable=False)
         return self._publication
 
-    def result(self, product, product_type, brief, auto_publish, linked):
+    def result(self, product, product_type, brief, auto_publish, linked, mockup=None):
         numeric = product['id'].rsplit('/', 1)[-1]
         result = {'platform': 'shopify', 'productId': product['id'],
                   'url': self.admin_url(numeric), 'storeUrl': product.get('onlineStoreUrl'),
@@ -384,6 +403,8 @@ class ShopifyPublisher(Publisher):
                   'status': 'published' if auto_publish else 'draft'}
         if linked:
             result['printifyProductId'] = linked['id']
+        if mockup:
+            result['mockupUrl'] = mockup
         return result
 
     def admin_url(self, numeric_id):
@@ -431,11 +452,21 @@ class ListingInput:
     stock (a print-on-demand product has no stock: Shopify's defaults,
     tracked inventory at 0 and DENY, would show every size "Sold out")."""
 
-    def __init__(self, brief, product_type, variants, auto_publish):
+    def __init__(self, brief, product_type, variants, auto_publish, mockup=None):
         self.brief = brief
         self.product_type = product_type
         self.variants = variants
         self.auto_publish = auto_publish
+        self.mockup = mockup  # a Printify mockup's URL, shown first
+
+    def files(self, source):
+        """The listing's images: the default mockup (Shopify downloads it from
+        Printify's URL), then the design."""
+        design = {'originalSource': source, 'contentType': 'IMAGE', 'alt': self.brief.title}
+        if not self.mockup:
+            return [design]
+        return [{'originalSource': self.mockup, 'contentType': 'IMAGE',
+                 'alt': f'{self.brief.title} ({self.product_type.name})'}, design]
 
     def product(self, source):
         brief = self.brief
@@ -447,7 +478,7 @@ class ListingInput:
             'status': 'ACTIVE' if self.auto_publish else 'DRAFT',
             'productOptions': [self.option('Size', 'size'), self.option('Color', 'color')],
             'variants': [self.variant(v) for v in self.variants],
-            'files': [{'originalSource': source, 'contentType': 'IMAGE', 'alt': brief.title}],
+            'files': self.files(source),
         }
 
     def option(self, name, field):

@@ -332,3 +332,30 @@ def test_a_design_under_the_dpi_floor_wears_a_badge(engines, dashboards, fakes):
     expect(facts).to_have_text(re.compile(
         rf'^chest · {dpi} DPI · background removed \(\d+%\)( · tshirt: not in \w.*)?$'))
     dashboard.close()
+
+
+def test_a_printify_design_shows_its_mockups_instead_of_the_flat_art(engines, dashboards, fakes):
+    printify = fakes.start('printify', mockup_seconds=0)
+    engine = engines.start(PRINTIFY_API_URL=printify.url, PRINTIFY_API_TOKEN='test-printify-token',
+                           PRINTIFY_MOCKUP_WAIT_MS=0, PRINTIFY_SYNC_POLL_MS=200, **FAST_DESIGNS)
+    job_id = engine.submit({'prompt': 'A lighthouse', 'productTypes': ['tshirt']},
+                           path='/api/generate')
+    job = engine.wait_for(job_id, 'completed', timeout=60, where=lambda job: all(
+        p.get('mockupsFinal') for p in job['result']['products']))
+    [product] = job['result']['products']
+    dashboard = dashboards(engine)
+    page = dashboard.open()
+    card = page.locator(f'#designs article.design[data-job-id="{job_id}"]')
+    expect(card).to_have_attribute('data-shows', 'mockup')
+    picture = card.locator('button.art img')
+    expect(picture).to_have_attribute('src', product['mockupUrl'])
+    dashboard.wait_image(picture)
+    card.locator('button.art').click()
+    strip = page.locator('.detail-designs .mockups a')
+    expect(strip).to_have_count(min(12, len(product['mockups'])))
+    expect(strip.first).to_have_attribute('href', product['mockups'][0]['src'])
+    dashboard.wait_image(strip.first.locator('img'))
+    # The job's view still opens the print file itself.
+    expect(page.locator('.detail-designs a.art')).to_have_attribute(
+        'href', job['result']['generatedImages'][0]['url'])
+    dashboard.close()

@@ -158,6 +158,25 @@ function mockupPath(product) {
   return product.mockupPath || filePath(product.mockupUrl);
 }
 
+/** A platform's mockups of a product (Printify's), loaded from its own http(s) URLs. */
+function platformMockups(product) {
+  if (mockupPath(product)) return [];
+  return (Array.isArray(product.mockups) ? product.mockups : [])
+    .filter((m) => m && /^https?:\/\//i.test(m.src || ''));
+}
+
+/** An <img> of a product: its local mockup's thumbnail, or the platform's default mockup. */
+function productImg(product, width, alt, cls) {
+  const path = mockupPath(product);
+  if (path) return thumbImg(path, width, alt, cls);
+  const [mockup] = platformMockups(product);
+  return mockup ? remoteImg(mockup.src, alt, cls) : null;
+}
+
+function remoteImg(src, alt, cls) {
+  return h('img', { src, alt, loading: 'lazy', decoding: 'async', referrerpolicy: 'no-referrer', class: cls });
+}
+
 /** Every generate result in a job's result (a batch holds one per item). */
 function generateResults(job) {
   const result = job.result;
@@ -218,12 +237,11 @@ function productLinks(products) {
       byPlatform.size > 1 || state.platforms.length > 1
         ? h('span', { class: 'platform-name' }, platform) : null,
       list.map((product) => {
-        const mockup = mockupPath(product);
         const links = [h('a', {
           class: 'chip', href: product.url || product.mockupUrl, target: '_blank', rel: 'noopener',
           title: `${product.title || product.type} (${platform}: ${product.productId})`,
           dataset: { productId: product.productId || '' },
-        }, mockup ? thumbImg(mockup, THUMB_CHIP, '') : null, product.type)];
+        }, productImg(product, THUMB_CHIP, ''), product.type)];
         if (product.storeUrl) {
           links.push(h('a', { class: 'chip store', href: product.storeUrl, target: '_blank',
             rel: 'noopener', title: 'Open in the store' }, 'store ↗'));
@@ -751,7 +769,7 @@ function renderDesigns() {
     const key = `${design.job.id}/${design.image.id}`;
     let card = cards.get(key);
     const signature = `${design.image.path}|${design.products.map((p) =>
-      `${p.productId}:${p.status || ''}`).join(',')}`;
+      `${p.productId}:${p.status || ''}:${platformMockups(p).length}`).join(',')}`;
     if (!card || card.dataset.signature !== signature) {
       const fresh = designCard(design, THUMB_CARD, false);
       fresh.dataset.signature = signature;
@@ -774,13 +792,19 @@ function renderDesigns() {
 function designCard(design, width, detailed) {
   const { job, image, products, copy } = design;
   const title = image.title || (copy && copy.title) || image.prompt || 'Design';
+  // A platform's mockup shows the design as a customer sees it: the card shows
+  // it instead of the flat art, which stays one click away.
+  const shown = products.map((p) => platformMockups(p)[0]).find(Boolean);
+  const picture = shown ? remoteImg(shown.src, `${title} (mockup)`, 'mockup')
+    : thumbImg(image.path, width, title);
   // In the strip a design opens its job; in the job's view, its print file.
   const art = detailed
     ? h('a', { class: 'art', href: image.url || null, target: '_blank', rel: 'noopener',
-      title: `Open the print file (${image.width}×${image.height})` }, thumbImg(image.path, width, title))
+      title: `Open the print file (${image.width}×${image.height})` }, picture)
     : h('button', { type: 'button', class: 'art', onclick: () => openDetail(job.id),
-      title: `${title}\n${age(job.completedAt || job.createdAt)} · ${job.id}` }, thumbImg(image.path, width, title));
-  return h('article', { class: 'design', dataset: { imageId: image.id || '', jobId: job.id } },
+      title: `${title}\n${age(job.completedAt || job.createdAt)} · ${job.id}` }, picture);
+  return h('article', { class: 'design', dataset: { imageId: image.id || '', jobId: job.id,
+    shows: shown ? 'mockup' : 'art' } },
     art,
     printBadge(image.print),
     h('div', { class: 'meta' },
@@ -789,11 +813,25 @@ function designCard(design, width, detailed) {
       detailed && image.prompt ? h('div', { class: 'prompt', title: image.prompt }, image.prompt) : null,
       detailed && copy && copy.tags ? h('div', { class: 'tags' }, copy.tags.map((tag) => h('span', { class: 'tag' }, tag))) : null,
       products.length ? productLinks(products) : null,
+      detailed ? mockupStrip(products) : null,
       detailed
         ? h('div', { class: 'links' },
           h('a', { href: image.url, target: '_blank', rel: 'noopener' }, `Print file ${image.width}×${image.height}`),
           image.backend ? h('span', { class: 'muted' }, `${image.backend}${image.seed !== undefined && image.seed !== null ? ` · seed ${image.seed}` : ''}`) : null)
         : null));
+}
+
+const MOCKUPS_SHOWN = 12;  // of a design's platform mockups in its job's view
+
+/** Every platform mockup of a design's products, each opening full size. */
+function mockupStrip(products) {
+  const mockups = products.flatMap((p) => platformMockups(p).map((m) => ({ ...m, product: p })));
+  if (!mockups.length) return null;
+  return h('div', { class: 'mockups' }, mockups.slice(0, MOCKUPS_SHOWN).map((m) =>
+    h('a', { href: m.src, target: '_blank', rel: 'noopener',
+      title: `${m.product.platform} ${m.product.type} mockup${m.isDefault ? ' (default)' : ''}` },
+    remoteImg(m.src, `${m.product.type} mockup`))),
+  mockups.length > MOCKUPS_SHOWN ? h('span', { class: 'muted' }, `+${mockups.length - MOCKUPS_SHOWN}`) : null);
 }
 
 /** A small badge when the print report holds a WARNING (e.g. a low DPI). */
@@ -915,10 +953,10 @@ function productTable(products) {
   return h('table', { class: 'product-table' },
     h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', {}, 'Platform'), h('th', {}, 'Type'), h('th', {}, 'Title'), h('th', {}, 'Links'))),
     h('tbody', {}, products.map((product) => {
-      const mockup = mockupPath(product);
+      const picture = productImg(product, THUMB_ROW, `${product.type} mockup`);
       return h('tr', {},
-        h('td', {}, mockup ? h('a', { href: product.mockupUrl, target: '_blank', rel: 'noopener', title: 'Open the mockup' },
-          thumbImg(mockup, THUMB_ROW, `${product.type} mockup`)) : null),
+        h('td', {}, picture ? h('a', { href: product.mockupUrl, target: '_blank', rel: 'noopener', title: 'Open the mockup' },
+          picture) : null),
         h('td', {}, product.platform),
         h('td', {}, product.type),
         h('td', {}, product.title || ''),
