@@ -8,12 +8,15 @@ below-cost publishing). Everything is answered as JSON.
 Every ``/v1/`` request must carry ``Authorization: Bearer <scenario token>``
 (else 401) and a ``User-Agent`` that names the application, not a library
 default such as ``python-requests/2.32`` (else 400). POST/PUT bodies must be
-``application/json`` objects (else 400). Validation errors look like
+``application/json`` objects (else 400), except that ``send_to_production.json``
+and ``cancel.json`` may have no body at all. Validation errors look like
 ``{"status": "error", "code": 8150, "message": "Validation failed.",
 "errors": {"reason": "The print_areas field is required.", "code": 8150}}``:
 8150 a field is missing or malformed, 8251 variants/print areas don't match the
-blueprint and provider (and the below-cost publish refusal), 8252 the product
-is locked while publishing, 8254 the shop has no sales channel.
+blueprint and provider (and the below-cost publish refusal, and Printify
+Express for ineligible items), 8252 the product is locked while publishing,
+8253 the order's status refuses the step (send to production, cancel), 8254
+the shop has no sales channel.
 
 Publishing follows the shop's kind (its ``sales_channel``). A
 ``custom_integration`` (or ``api``) shop locks a published product until the
@@ -24,6 +27,41 @@ Printify uses them to clear stale locks. A shop connected to a channel
 (``shopify``, ``etsy``, ``ebay``, ...) syncs it by itself on a timer, read or
 not, after ``sync_seconds * time_scale``; a ``shopify`` shop with
 ``shopify_fake_url`` makes the product in the fake Shopify then.
+
+Orders (``/v1/shops/{shop}/orders.json``): a create ``{external_id, label?,
+line_items: [{product_id, variant_id, quantity} | {sku, quantity}],
+shipping_method (1 standard, 2 priority, 3 express, 4 economy),
+is_printify_express?, send_shipping_notification?, address_to: {first_name,
+last_name, country (ISO 2), address1, city, zip, email?, phone?, region?,
+address2?}}`` answers ``{"id": "<24 hex>"}``; 8150 for an unknown product of
+the shop, a variant not enabled on it, a SKU no enabled variant has (SKUs
+repeat across the fake's products of one blueprint and provider: the newest
+product wins), a quantity that is not an integer >= 1, a missing address field
+or an unknown shipping_method. ``external_id`` is not unique (as on Printify):
+two creates make two orders. An order starts ``on-hold``; ``GET orders.json``
+is a Laravel paginator (newest first, ``limit`` <= 10 else 400, ``status`` and
+``sku`` filters); ``GET orders/{id}.json`` the order (money in cents: item
+cost, shipping from the provider's profile, ``total_price``,
+``total_shipping``, ``total_tax`` 0). ``send_to_production.json`` (only
+``on-hold``, else 8253) answers the order as ``sending-to-production``; after
+``production_seconds * time_scale`` it is ``in-production``.
+``cancel.json`` only while ``on-hold`` or ``payment-not-received`` (else
+8253: "Order can't be canceled: it is already in production"). Order routes
+count in the global rate-limit group only.
+
+Webhooks: ``GET|POST /v1/shops/{shop}/webhooks.json`` (``{topic, url,
+secret?}`` -> ``{id, topic, url, shop_id}``; unknown topic 8150),
+``PUT|DELETE .../webhooks/{id}.json`` (PUT ``{url?, secret?}``; DELETE ->
+``{id}``). Events are POSTed in the background to loopback URLs only (others
+are recorded as not delivered), as ``{id (uuid), type (topic), created_at,
+resource: {id (order id), type: "order", data: {shop_id, ...}}}`` with
+``X-Pfy-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`` when the
+subscription has a secret. ``order:created``, ``order:updated`` (each status
+change) and ``order:sent-to-production`` (in production) carry
+``data.status``; ``order:shipment:created`` carries ``shipped_at, carrier:
+{code, tracking_number, tracking_url}, skus``, ``order:shipment:delivered``
+the same with ``delivered_at``. A non-2xx answer or an error is retried
+``webhook_retries`` times, ``webhook_retry_seconds`` apart.
 
 Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
 
@@ -70,6 +108,13 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
                              front and a back mockup per enabled colour
     mockups_unreachable      False  True: the mockup CDN answers 503 (Shopify
                              cannot fetch a mockup)
+    production_seconds       1     how long a sent order stays
+                             ``sending-to-production`` (times time_scale)
+    crash_after_order_create False  like crash_after_create, for order creates
+                             (the order IS created, the connection dropped)
+    webhook_retries          3     re-deliveries after a failed attempt
+    webhook_retry_seconds    0.1   pause between attempts
+    webhook_timeout_seconds  2     per delivery attempt
 
 Mockups: each ``images[].src`` is
 ``<fake base URL>/mockup/<product id>/<variant id>/<camera id>/<position>.jpg?camera_label=<position>``,
@@ -81,11 +126,22 @@ JPEG (the design on the variant's colour, or the plain colour from the back);
 404 for a product or variant it does not have. Mockups are read-only.
 
 Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
-``POST /_fake/reset``, ``GET /_fake/state`` (products, uploads, publishes,
-publishing_succeeded, publishing_failed, syncs, locked, rate_limited,
-requests_by_group, errors, total_requests) and
-``GET /_fake/uploads/<id>`` (the uploaded bytes, for ``url`` uploads). The state's
-``mockup_downloads`` counts mockup images served.
+``POST /_fake/reset`` (forgets orders and webhooks too), ``GET /_fake/state``
+(products, uploads, publishes, publishing_succeeded, publishing_failed, syncs,
+locked, rate_limited, requests_by_group, errors, total_requests, orders,
+orders_sent_to_production, orders_canceled, webhooks (with their secrets),
+webhook_deliveries: one ``{event_id, webhook_id, topic, url, attempt,
+status_code, error, time}`` per attempt) and ``GET /_fake/uploads/<id>`` (the
+uploaded bytes, for ``url`` uploads). The state's ``mockup_downloads`` counts
+mockup images served. ``POST /_fake/orders/<id>/ship`` ``{carrier?, number?,
+url?, skus?}`` adds a shipment (default carrier ``usps``, a generated number,
+the carrier's tracking URL) of the named SKUs (default: every unshipped line
+item): those items ``fulfilled``, the order ``fulfilled`` or
+``partially-fulfilled``, ``order:shipment:created`` sent; 409 for an order
+never sent to production, canceled or fully shipped (one still
+``sending-to-production`` goes ``in-production`` first).
+``POST /_fake/orders/<id>/deliver`` sets ``delivered_at`` on its undelivered
+shipments and sends ``order:shipment:delivered`` (409 if there are none).
 """
 
 import base64
@@ -93,6 +149,7 @@ import binascii
 import collections
 import copy
 import hashlib
+import hmac
 import io
 import json
 import math
@@ -102,10 +159,12 @@ import secrets
 import sys
 import time
 import traceback
+import uuid
 from urllib.parse import urlsplit
 
 import bottle
 import gevent
+import gevent.pool
 import requests
 from PIL import Image, ImageDraw
 from fakes.control import ApiError, droppable, reply
@@ -132,6 +191,11 @@ DEFAULT_SCENARIO = {
     'crash_after_create': False,
     'mockup_seconds': 1,
     'mockups_unreachable': False,
+    'production_seconds': 1,
+    'crash_after_order_create': False,
+    'webhook_retries': 3,
+    'webhook_retry_seconds': 0.1,
+    'webhook_timeout_seconds': 2,
 }
 
 # User-Agent prefixes that only name an HTTP library, not the application.
@@ -140,10 +204,27 @@ LIBRARY_AGENTS = ('python-requests/', 'python-urllib/', 'python-httpx/', 'aiohtt
                   'java/', 'libwww-perl/', 'wget/', 'curl/')
 PUBLISH_FLAGS = ('title', 'description', 'images', 'variants', 'tags')
 OPTIONAL_PUBLISH_FLAGS = ('keyFeatures', 'shipping_template')
+BODYLESS = ('/send_to_production.json', '/cancel.json')  # actions sent without a body
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 API_CHANNELS = ('custom_integration', 'api')  # the integration answers each publish itself
 CAMERAS = (('front', 98424), ('back', 98425))  # mockup camera positions and their ids
 MOCKUP_PX = (400, 480)
+SHIPPING_METHODS = {1: 'standard', 2: 'priority', 3: 'express', 4: 'economy'}
+SHIPPING_SURCHARGE = {1: 0, 2: 400, 3: 800, 4: -100}  # cents, on an order's first item
+ADDRESS_REQUIRED = ('first_name', 'last_name', 'country', 'address1', 'city', 'zip')
+ADDRESS_OPTIONAL = ('email', 'phone', 'region', 'address2', 'company')
+ORDER_STATUSES = ('pending', 'on-hold', 'payment-not-received', 'sending-to-production',
+                  'in-production', 'partially-fulfilled', 'fulfilled', 'canceled', 'has-issues')
+CANCELABLE = ('on-hold', 'payment-not-received')
+NOT_SENT = ('pending', 'on-hold', 'payment-not-received')
+COUNTRY_NAMES = {'US': 'United States'}
+TRACKING_URLS = {'usps': 'https://tools.usps.com/go/TrackConfirmAction?tLabels={number}',
+                 'ups': 'https://www.ups.com/track?tracknum={number}',
+                 'fedex': 'https://www.fedex.com/fedextrack/?trknbr={number}',
+                 'dhl': 'https://www.dhl.com/en/express/tracking.html?AWB={number}'}
+WEBHOOK_TOPICS = ('order:created', 'order:updated', 'order:sent-to-production',
+                  'order:shipment:created', 'order:shipment:delivered', 'product:deleted',
+                  'product:publish:started', 'shop:disconnected')
 # A flat t-shirt, as fractions of the mockup's width and height.
 SHIRT_OUTLINE = ((0.36, 0.12), (0.44, 0.16), (0.56, 0.16), (0.64, 0.12), (0.86, 0.22),
                  (0.80, 0.36), (0.72, 0.32), (0.72, 0.90), (0.28, 0.90), (0.28, 0.32),
@@ -355,6 +436,52 @@ def check_extras(body):
     optional(body, 'visible', 'visible', 'boolean')
 
 
+def check_order_shape(body):
+    """Every 8150 check of an order create body."""
+    need(body, 'external_id', 'external_id', 'string')
+    optional(body, 'label', 'label', 'string')
+    for n, item in enumerate(need(body, 'line_items', 'line_items', 'array')):
+        check_line_item(item, f'line_items.{n}')
+    method = need(body, 'shipping_method', 'shipping_method', 'integer')
+    if method not in SHIPPING_METHODS:
+        raise invalid(8150, f'The selected shipping_method is invalid: {method} is not one of '
+                            f'{sorted(SHIPPING_METHODS)}.')
+    optional(body, 'is_printify_express', 'is_printify_express', 'boolean')
+    optional(body, 'send_shipping_notification', 'send_shipping_notification', 'boolean')
+    check_address(need(body, 'address_to', 'address_to', 'object'))
+
+
+def check_line_item(item, path):
+    """{product_id, variant_id, quantity} or {sku, quantity}; quantity an int >= 1."""
+    check_kind(item, path, 'object')
+    if item.get('sku') is not None:
+        need(item, 'sku', f'{path}.sku', 'string')
+    elif item.get('product_id') in (None, ''):
+        raise invalid(8150, f'The {path}.product_id field is required when {path}.sku is '
+                            'not present.')
+    else:
+        need(item, 'product_id', f'{path}.product_id', 'string')
+        need(item, 'variant_id', f'{path}.variant_id', 'integer')
+    if need(item, 'quantity', f'{path}.quantity', 'integer') < 1:
+        raise invalid(8150, f'The {path}.quantity must be at least 1.')
+
+
+def check_address(address):
+    for key in ADDRESS_REQUIRED:
+        need(address, key, f'address_to.{key}', 'string')
+    for key in ADDRESS_OPTIONAL:
+        optional(address, key, f'address_to.{key}', 'string')
+    if not re.fullmatch(r'[A-Z]{2}', address['country']):
+        raise invalid(8150, 'The address_to.country must be a 2-letter ISO 3166 country code.')
+
+
+def check_webhook_url(url):
+    parts = urlsplit(url)
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        raise invalid(8150, 'The url must be a valid URL.')
+    return url
+
+
 # The fake ##################################################################
 
 class PrintifyFake:
@@ -367,6 +494,7 @@ class PrintifyFake:
     def reset(self):
         for pid in list(getattr(self, 'locks', ())):
             self.unlock(pid)    # a pending sync must not outlive its scenario
+        self.stop_background()
         self.scenario = copy.deepcopy(DEFAULT_SCENARIO)
         self.requests = []
         self.products = {}      # id -> product as the API returns it
@@ -375,12 +503,27 @@ class PrintifyFake:
         self.blobs = {}         # id -> bytes
         self.rendering = {}     # product id -> (monotonic time its mockups are done, base URL)
         self.mockup_jpegs = {}  # mockup path -> JPEG bytes
+        self.orders = {}        # id -> order as the API returns it
+        self.order_shop = {}    # order id -> shop id
+        self.producing = {}     # order id -> {'until': monotonic time, 'timer'}
+        self.shipped = {}       # order id -> [{'shipped_at', 'skus'}], one per shipment
+        self.webhooks = {}      # id -> {id, topic, url, shop_id, secret}
+        self.deliveries = []    # one entry per webhook delivery attempt
+        self.senders = gevent.pool.Group()  # webhook deliveries in flight
         self.windows = collections.defaultdict(collections.deque)
         self.counts = {'publishes': 0, 'rate_limited': 0, 'errors': 0, 'total_requests': 0,
                        'publishing_succeeded': 0, 'publishing_failed': 0, 'syncs': 0,
-                       'mockup_downloads': 0}
+                       'mockup_downloads': 0, 'orders_sent_to_production': 0,
+                       'orders_canceled': 0}
         self.random = random.Random(DEFAULT_SCENARIO['error_seed'])
         self.by_group = collections.Counter()
+
+    def stop_background(self):
+        """Kill pending production timers and webhook deliveries."""
+        for entry in getattr(self, 'producing', {}).values():
+            entry['timer'].kill(block=False)
+        if hasattr(self, 'senders'):
+            self.senders.kill(block=False)
 
     def configure(self, patch):
         self.scenario.update(patch)
@@ -407,8 +550,13 @@ class PrintifyFake:
         for pid in list(self.products):
             self.settle(pid)
             self.settle_mockups(pid)
+        for oid in list(self.producing):
+            self.settle_order(oid)
         return {'products': list(self.products.values()),
                 'uploads': list(self.uploads.values()),
+                'orders': list(self.orders.values()),
+                'webhooks': list(self.webhooks.values()),
+                'webhook_deliveries': self.deliveries,
                 'locked': sum(p['is_locked'] for p in self.products.values()),
                 'requests_by_group': dict(self.by_group), **self.counts}
 
@@ -480,12 +628,13 @@ class PrintifyFake:
                 return float(rule.get('seconds', 0))
         return 0
 
-    def take_crash(self):
-        """True when this create must drop its connection (crash_after_create)."""
-        left = self.scenario.get('crash_after_create')
+    def take_crash(self, knob='crash_after_create'):
+        """True when this create must drop its connection (``crash_after_create``,
+        or ``crash_after_order_create`` for order creates)."""
+        left = self.scenario.get(knob)
         if not left:
             return False
-        self.scenario['crash_after_create'] = False if left is True else int(left) - 1
+        self.scenario[knob] = False if left is True else int(left) - 1
         return True
 
     # Uploads -----------------------------------------------------------
@@ -583,7 +732,7 @@ class PrintifyFake:
         if first_enabled:
             first_enabled['is_default'] = True
         bp = body['blueprint_id']
-        pid = f'{int(time.time()):08x}{secrets.token_hex(8)}'
+        pid = new_id()
         return {
             'id': pid, 'title': body['title'], 'description': body['description'],
             'tags': merge_tags(body.get('tags') or [], self.catalog[bp]['tags']),
@@ -689,16 +838,7 @@ class PrintifyFake:
         page = page_param(query, 'page', 1, None)
         items = [self.product(shop_id, pid) for pid in reversed(list(self.products))
                  if self.products[pid]['shop_id'] == shop_id]
-        last = max(1, math.ceil(len(items) / limit))
-        data = items[(page - 1) * limit:page * limit]
-        base = f'/v1/shops/{shop_id}/products.json?limit={limit}&page='
-        return {'current_page': page, 'data': data, 'first_page_url': base + '1',
-                'from': (page - 1) * limit + 1 if data else None, 'last_page': last,
-                'last_page_url': base + str(last),
-                'next_page_url': base + str(page + 1) if page < last else None,
-                'path': f'/v1/shops/{shop_id}/products.json', 'per_page': limit,
-                'prev_page_url': base + str(page - 1) if page > 1 else None,
-                'to': (page - 1) * limit + len(data) if data else None, 'total': len(items)}
+        return paginate(items, page, limit, f'/v1/shops/{shop_id}/products.json')
 
     def update_product(self, shop_id, pid, body):
         """PUT: partial update; variants merge by id; print areas must cover all."""
@@ -873,6 +1013,396 @@ class PrintifyFake:
         product.pop('external', None)
         return {}
 
+    # Orders ------------------------------------------------------------
+
+    def create_order(self, shop_id, body):
+        """POST /v1/shops/{shop}/orders.json: a new 'on-hold' order, answered {id}.
+        external_id is not unique (as on Printify): the same one twice makes two."""
+        self.shop(shop_id)
+        check_order_shape(body)
+        lines = [self.order_line(shop_id, item, f'line_items.{n}')
+                 for n, item in enumerate(body['line_items'])]
+        if body.get('is_printify_express'):
+            self.check_express(lines)
+        order = self.render_order(body, lines)
+        self.orders[order['id']] = order
+        self.order_shop[order['id']] = shop_id
+        self.shipped[order['id']] = []
+        self.notify_status(order['id'], 'order:created')
+        return {'id': order['id']}
+
+    def order_line(self, shop_id, item, path):
+        """(product, variant) a line item names: by sku, or product id + enabled variant."""
+        if item.get('sku') is not None:
+            return self.product_by_sku(shop_id, item['sku'], path)
+        pid, vid = item['product_id'], item['variant_id']
+        product = self.products.get(pid)
+        if product is None or product['shop_id'] != shop_id:
+            raise invalid(8150, f'The selected {path}.product_id is invalid: no product '
+                                f'{pid!r} in shop {shop_id}.')
+        variant = next((v for v in product['variants']
+                        if v['id'] == vid and v['is_enabled']), None)
+        if variant is None:
+            raise invalid(8150, f'The selected {path}.variant_id is invalid: variant {vid} '
+                                f'is not enabled on product {pid}.')
+        return product, variant
+
+    def product_by_sku(self, shop_id, sku, path):
+        """The newest product of the shop with an enabled variant of this SKU (the
+        fake's SKUs repeat across products of one blueprint and provider)."""
+        for product in reversed(list(self.products.values())):
+            if product['shop_id'] != shop_id:
+                continue
+            for variant in product['variants']:
+                if variant['sku'] == sku and variant['is_enabled']:
+                    return product, variant
+        raise invalid(8150, f'The selected {path}.sku is invalid: no enabled variant of the '
+                            f"shop's products has SKU {sku!r}.")
+
+    def check_express(self, lines):
+        for n, (product, variant) in enumerate(lines):
+            if not variant['is_printify_express_eligible']:
+                raise invalid(8251, f'Printify Express is not available for line_items.{n}: '
+                                    f'variant {variant["id"]} of product {product["id"]} is '
+                                    'not eligible.')
+
+    def render_order(self, body, lines):
+        """The order as GET shows it; money in cents."""
+        address = body['address_to']
+        costs = shipping_costs(lines, body['line_items'], body['shipping_method'],
+                               address['country'])
+        items = [order_item(product, variant, item['quantity'], cost)
+                 for (product, variant), item, cost in zip(lines, body['line_items'], costs)]
+        return {
+            'id': new_id(),
+            'address_to': {key: address.get(key) for key in ADDRESS_REQUIRED + ADDRESS_OPTIONAL
+                           if key in address},
+            'line_items': items,
+            'metadata': {'order_type': 'external',
+                         'shop_order_id': 10_000_000 + len(self.orders) + 1,
+                         'shop_order_label': body.get('label') or body['external_id'],
+                         'shop_fulfilled_at': None},
+            'total_price': sum(i['cost'] * i['quantity'] for i in items),
+            'total_shipping': sum(costs), 'total_tax': 0, 'status': 'on-hold',
+            'shipping_method': body['shipping_method'],
+            'is_printify_express': bool(body.get('is_printify_express')),
+            'send_shipping_notification': bool(body.get('send_shipping_notification')),
+            'shipments': [], 'created_at': stamp(), 'sent_to_production_at': None,
+            'fulfilled_at': None, 'external_id': body['external_id'],
+        }
+
+    def order(self, shop_id, oid):
+        self.shop(shop_id)
+        if self.order_shop.get(oid) != shop_id:
+            raise plain_error(404, 'Order not found.')
+        self.settle_order(oid)
+        return self.orders[oid]
+
+    def list_orders(self, shop_id, query):
+        """GET orders.json: a Laravel paginator, newest first, limit <= 10,
+        optional ``status`` and ``sku`` filters."""
+        self.shop(shop_id)
+        limit = page_param(query, 'limit', 10, 10)
+        page = page_param(query, 'page', 1, None)
+        status, sku = query.get('status') or None, query.get('sku') or None
+        if status and status not in ORDER_STATUSES:
+            raise invalid(8150, f'The selected status is invalid: {status!r}.')
+        items = [self.order(shop_id, oid) for oid in reversed(list(self.orders))
+                 if self.order_shop[oid] == shop_id]
+        items = [o for o in items if (not status or o['status'] == status)
+                 and (not sku or any(i['metadata']['sku'] == sku for i in o['line_items']))]
+        return paginate(items, page, limit, f'/v1/shops/{shop_id}/orders.json')
+
+    def send_to_production(self, shop_id, oid):
+        """POST send_to_production.json: 'on-hold' -> 'sending-to-production', and
+        'in-production' after production_seconds * time_scale."""
+        order = self.order(shop_id, oid)
+        if order['status'] != 'on-hold':
+            raise invalid(8253, f"Order can't be sent to production: its status is "
+                                f"'{order['status']}', and only an 'on-hold' order can be.")
+        now = stamp()
+        set_status(order, 'sending-to-production')
+        order['sent_to_production_at'] = now
+        for item in order['line_items']:
+            item['sent_to_production_at'] = now
+        self.counts['orders_sent_to_production'] += 1
+        self.start_production(oid)
+        self.notify_status(oid, 'order:updated')
+        return order
+
+    def start_production(self, oid):
+        seconds = max(0.0, float(self.scenario['production_seconds'])
+                      * float(self.scenario['time_scale']))
+        entry = {'until': time.monotonic() + seconds}
+        entry['timer'] = gevent.spawn_later(seconds, self.settle_order, oid, entry)
+        self.producing[oid] = entry
+
+    def settle_order(self, oid, due=None):
+        """Put a sent order in production once its time has passed (``due``: the
+        entry whose timer fired, settled without comparing clocks, see settle)."""
+        entry = self.producing.get(oid)
+        if not entry or (entry is not due and time.monotonic() < entry['until']):
+            return
+        del self.producing[oid]
+        if entry['timer'] is not gevent.getcurrent():
+            entry['timer'].kill(block=False)
+        set_status(self.orders[oid], 'in-production')
+        self.notify_status(oid, 'order:sent-to-production')
+        self.notify_status(oid, 'order:updated')
+
+    def cancel_order(self, shop_id, oid):
+        """POST cancel.json: only an 'on-hold' (or 'payment-not-received') order."""
+        order = self.order(shop_id, oid)
+        if order['status'] not in CANCELABLE:
+            raise invalid(8253, f"Order can't be canceled: {why_not_cancelable(order['status'])}.")
+        set_status(order, 'canceled')
+        self.counts['orders_canceled'] += 1
+        self.notify_status(oid, 'order:updated')
+        return order
+
+    # Shipping (control routes) -----------------------------------------
+
+    def control_order(self, oid):
+        if oid not in self.orders:
+            raise ApiError(404, {'error': f'no order {oid!r}'})
+        self.settle_order(oid)
+        return self.orders[oid]
+
+    def ship_order(self, oid, body):
+        """POST /_fake/orders/<id>/ship: a shipment of the named (default: every
+        unshipped) line items; 409 unless the order was sent to production."""
+        order = self.control_order(oid)
+        check_ship_body(body)
+        if order['status'] in NOT_SENT + ('canceled', 'fulfilled'):
+            raise ApiError(409, {'error': f'order {oid} cannot ship: its status is '
+                                          f"'{order['status']}'" + unshippable_hint(order)})
+        if oid in self.producing:  # shipping means production is over
+            self.settle_order(oid, self.producing[oid])
+        skus = self.shipment_skus(order, body.get('skus'))
+        shipment, now = new_shipment(body), stamp()
+        for item in order['line_items']:
+            if item['fulfilled_at'] is None and item['metadata']['sku'] in skus:
+                item.update(status='fulfilled', fulfilled_at=now)
+        order['shipments'].append(shipment)
+        self.shipped[oid].append({'shipped_at': now, 'skus': skus})
+        done = all(item['fulfilled_at'] for item in order['line_items'])
+        order['status'] = 'fulfilled' if done else 'partially-fulfilled'
+        order['fulfilled_at'] = now if done else None
+        self.notify_shipment(oid, len(order['shipments']) - 1, 'order:shipment:created')
+        self.notify_status(oid, 'order:updated')
+        return order
+
+    def shipment_skus(self, order, wanted):
+        open_skus = [item['metadata']['sku'] for item in order['line_items']
+                     if item['fulfilled_at'] is None]
+        unknown = [sku for sku in wanted or [] if sku not in open_skus]
+        if unknown:
+            raise ApiError(400, {'error': f'no unshipped line item has SKU(s) {unknown}'})
+        return list(dict.fromkeys(wanted or open_skus))
+
+    def deliver_order(self, oid):
+        """POST /_fake/orders/<id>/deliver: every undelivered shipment arrives."""
+        order = self.control_order(oid)
+        pending = [n for n, s in enumerate(order['shipments']) if s['delivered_at'] is None]
+        if not pending:
+            raise ApiError(409, {'error': f'order {oid} has no undelivered shipment'})
+        now = stamp()
+        for n in pending:
+            order['shipments'][n]['delivered_at'] = now
+            self.notify_shipment(oid, n, 'order:shipment:delivered')
+        return order
+
+    # Webhooks ----------------------------------------------------------
+
+    def webhooks_of(self, shop_id):
+        self.shop(shop_id)
+        return [public_webhook(h) for h in self.webhooks.values() if h['shop_id'] == shop_id]
+
+    def add_webhook(self, shop_id, body):
+        """POST webhooks.json {topic, url, secret?} -> {id, topic, url, shop_id}."""
+        self.shop(shop_id)
+        topic = need(body, 'topic', 'topic', 'string')
+        if topic not in WEBHOOK_TOPICS:
+            raise invalid(8150, f'The selected topic is invalid: {topic!r} is not one of '
+                                f'{", ".join(WEBHOOK_TOPICS)}.')
+        url = check_webhook_url(need(body, 'url', 'url', 'string'))
+        optional(body, 'secret', 'secret', 'string')
+        hook = {'id': new_id(), 'topic': topic, 'url': url, 'shop_id': shop_id,
+                'secret': body.get('secret') or None}
+        self.webhooks[hook['id']] = hook
+        return public_webhook(hook)
+
+    def webhook(self, shop_id, wid):
+        self.shop(shop_id)
+        hook = self.webhooks.get(wid)
+        if hook is None or hook['shop_id'] != shop_id:
+            raise plain_error(404, 'Webhook not found.')
+        return hook
+
+    def update_webhook(self, shop_id, wid, body):
+        """PUT webhooks/{id}.json {url?, secret?}."""
+        hook = self.webhook(shop_id, wid)
+        if 'url' in body:
+            hook['url'] = check_webhook_url(need(body, 'url', 'url', 'string'))
+        if 'secret' in body:
+            optional(body, 'secret', 'secret', 'string')
+            hook['secret'] = body['secret'] or None
+        return public_webhook(hook)
+
+    def delete_webhook(self, shop_id, wid):
+        self.webhook(shop_id, wid)
+        del self.webhooks[wid]
+        return {'id': wid}
+
+    def notify_status(self, oid, topic):
+        order = self.orders[oid]
+        self.notify(self.order_shop[oid], topic, oid, {'status': order['status']})
+
+    def notify_shipment(self, oid, n, topic):
+        shipment, facts = self.orders[oid]['shipments'][n], self.shipped[oid][n]
+        when = ({'delivered_at': shipment['delivered_at']} if topic.endswith('delivered')
+                else {'shipped_at': facts['shipped_at']})
+        self.notify(self.order_shop[oid], topic, oid, {
+            **when, 'carrier': {'code': shipment['carrier'], 'tracking_number': shipment['number'],
+                                'tracking_url': shipment['url']},
+            'skus': facts['skus']})
+
+    def notify(self, shop_id, topic, oid, data):
+        """Send the event to every subscription of the shop to ``topic``, in the background."""
+        event = {'id': str(uuid.uuid4()), 'type': topic, 'created_at': stamp(),
+                 'resource': {'id': oid, 'type': 'order',
+                              'data': {'shop_id': shop_id, **data}}}
+        for hook in list(self.webhooks.values()):
+            if hook['shop_id'] == shop_id and hook['topic'] == topic:
+                self.senders.spawn(self.deliver, dict(hook), event)
+
+    def deliver(self, hook, event):
+        """POST the event, signed when the subscription has a secret; a non-2xx
+        answer or an error is retried ``webhook_retries`` times."""
+        raw = json.dumps(event).encode()
+        headers = {'Content-Type': 'application/json', 'User-Agent': 'Printify-Webhooks/1.0'}
+        if hook['secret']:
+            digest = hmac.new(hook['secret'].encode(), raw, hashlib.sha256).hexdigest()
+            headers['X-Pfy-Signature'] = f'sha256={digest}'
+        attempts = 1 + int(self.scenario['webhook_retries'])
+        for attempt in range(1, attempts + 1):
+            status, error = self.post_event(hook['url'], raw, headers)
+            self.deliveries.append({'event_id': event['id'], 'webhook_id': hook['id'],
+                                    'topic': event['type'], 'url': hook['url'],
+                                    'attempt': attempt, 'status_code': status, 'error': error,
+                                    'time': time.time()})
+            if status is not None and 200 <= status < 300:
+                return
+            if attempt < attempts and hook['id'] in self.webhooks:
+                gevent.sleep(float(self.scenario['webhook_retry_seconds']))
+            else:
+                return
+
+    def post_event(self, url, raw, headers):
+        """(status code or None, error text or None) of one delivery attempt."""
+        if urlsplit(url).hostname not in LOOPBACK:
+            return None, 'not delivered: the fake reaches loopback addresses only'
+        session = requests.Session()
+        session.trust_env = False   # loopback: never through an HTTP(S)_PROXY
+        try:
+            response = session.post(url, data=raw, headers=headers, allow_redirects=False,
+                                    timeout=float(self.scenario['webhook_timeout_seconds']))
+        except requests.RequestException as exc:
+            return None, repr(exc)
+        return response.status_code, None
+
+
+def shipping_costs(lines, items, method, country):
+    """Shipping cents per line item, from its provider's shipping profile: the
+    order's first item at the first-item rate (plus the method's surcharge),
+    every other item at the additional-item rate."""
+    costs = []
+    for n, ((product, _), item) in enumerate(zip(lines, items)):
+        first, extra = shipping_rates(product, country)
+        lead = first + SHIPPING_SURCHARGE[method] if n == 0 else extra
+        costs.append(lead + extra * (item['quantity'] - 1))
+    return costs
+
+
+def shipping_rates(product, country):
+    """(first item, additional item) cents to ``country`` for the product's provider."""
+    provider = {'variants': [{'id': v['id']} for v in product['variants']]}
+    profiles = shipping_profile(provider)['profiles']
+    profile = next((p for p in profiles if country in p['countries']), profiles[-1])
+    return profile['first_item']['cost'], profile['additional_items']['cost']
+
+
+def order_item(product, variant, quantity, shipping_cost):
+    location = PROVIDERS[product['print_provider_id']]['location']['country']
+    return {'product_id': product['id'], 'quantity': quantity, 'variant_id': variant['id'],
+            'print_provider_id': product['print_provider_id'], 'cost': variant['cost'],
+            'shipping_cost': shipping_cost, 'status': 'on-hold',
+            'metadata': {'title': product['title'], 'price': variant['price'],
+                         'variant_label': variant['title'], 'sku': variant['sku'],
+                         'country': COUNTRY_NAMES.get(location, location)},
+            'sent_to_production_at': None, 'fulfilled_at': None}
+
+
+def set_status(order, status):
+    """The order's status and that of every line item not yet shipped."""
+    order['status'] = status
+    for item in order['line_items']:
+        if item['fulfilled_at'] is None:
+            item['status'] = status
+
+
+def why_not_cancelable(status):
+    if status in ('sending-to-production', 'in-production'):
+        return 'it is already in production'
+    if status in ('fulfilled', 'partially-fulfilled'):
+        return 'it has already shipped'
+    if status == 'canceled':
+        return 'it is already canceled'
+    return f"its status is '{status}'"
+
+
+def unshippable_hint(order):
+    if order['status'] in NOT_SENT:
+        return ' (it was never sent to production)'
+    return {'canceled': ' (it was canceled)',
+            'fulfilled': ' (every line item has shipped)'}[order['status']]
+
+
+def check_ship_body(body):
+    for key in ('carrier', 'number', 'url'):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ApiError(400, {'error': f'{key} must be a string'})
+    skus = body.get('skus')
+    if skus is not None and not (isinstance(skus, list) and skus
+                                 and all(isinstance(s, str) for s in skus)):
+        raise ApiError(400, {'error': 'skus must be a non-empty list of strings'})
+
+
+def new_shipment(body):
+    """{carrier, number, url, delivered_at}, defaults: USPS, a generated number."""
+    carrier = body.get('carrier') or 'usps'
+    number = body.get('number') or f'9400{secrets.randbelow(10 ** 18):018d}'
+    template = TRACKING_URLS.get(carrier.lower(), TRACKING_URLS['usps'])
+    return {'carrier': carrier, 'number': number,
+            'url': body.get('url') or template.format(number=number), 'delivered_at': None}
+
+
+def public_webhook(hook):
+    """A subscription as the API shows it (the secret is never echoed)."""
+    return {key: hook[key] for key in ('id', 'topic', 'url', 'shop_id')}
+
+
+def control_json():
+    """A control route's optional JSON body ({} when empty), or 400."""
+    raw = bottle.request.body.read()
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise ApiError(400, {'error': 'the body is not valid JSON'}) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, {'error': 'the body must be a JSON object'})
+    return data
+
 
 def shop_kind(sales_channel):
     """``api`` (custom integration), ``connected`` (a channel) or ``none``."""
@@ -936,6 +1466,25 @@ def page_param(query, key, default, maximum):
     return int(raw)
 
 
+def paginate(items, page, limit, path):
+    """One page of ``items`` as a Laravel paginator."""
+    last = max(1, math.ceil(len(items) / limit))
+    data = items[(page - 1) * limit:page * limit]
+    base = f'{path}?limit={limit}&page='
+    return {'current_page': page, 'data': data, 'first_page_url': base + '1',
+            'from': (page - 1) * limit + 1 if data else None, 'last_page': last,
+            'last_page_url': base + str(last),
+            'next_page_url': base + str(page + 1) if page < last else None,
+            'path': path, 'per_page': limit,
+            'prev_page_url': base + str(page - 1) if page > 1 else None,
+            'to': (page - 1) * limit + len(data) if data else None, 'total': len(items)}
+
+
+def new_id():
+    """A 24-hex-digit id, time first, like Printify's object ids."""
+    return f'{int(time.time()):08x}{secrets.token_hex(8)}'
+
+
 def decimal_price(minor):
     """2499 -> '24.99', exactly (no float rounding)."""
     return f'{minor // 100}.{minor % 100:02d}'
@@ -987,12 +1536,14 @@ def image_facts(data):
 # HTTP ######################################################################
 
 
-def read_json():
-    """The request's JSON object body, or 400."""
+def read_json(optional=False):
+    """The request's JSON object body, or 400 (``optional``: none at all is {})."""
+    raw = bottle.request.body.read()
+    if optional and not raw.strip():
+        return {}
     content_type = bottle.request.content_type.split(';')[0].strip().lower()
     if content_type != 'application/json':
         raise plain_error(400, 'The request body must be JSON (Content-Type: application/json).')
-    raw = bottle.request.body.read()
     try:
         data = json.loads(raw)
     except ValueError:
@@ -1061,7 +1612,7 @@ class Pipeline:
         if rule and not rule.get('after_save'):
             raise injected(rule, request)
         if request.method in ('POST', 'PUT'):
-            request.environ['fake.json'] = read_json()
+            request.environ['fake.json'] = read_json(optional=path.endswith(BODYLESS))
         return headers, rule
 
 
@@ -1111,6 +1662,8 @@ def create_app():
     catalog_routes(app, fake)
     upload_routes(app, fake)
     product_routes(app, fake)
+    order_routes(app, fake)
+    webhook_routes(app, fake)
     mockup_routes(app, fake)
 
     @app.route('/<path:path>', method='ANY')
@@ -1129,6 +1682,14 @@ def control_routes(app, fake):
             return reply({'error': 'no such upload'}, 404)
         mime = fake.uploads[upload_id]['mime_type']
         return bottle.HTTPResponse(fake.blobs[upload_id], 200, {'Content-Type': mime})
+
+    @app.post('/_fake/orders/<oid>/ship')
+    def ship(oid):
+        return reply(fake.ship_order(oid, control_json()))
+
+    @app.post('/_fake/orders/<oid>/deliver')
+    def deliver(oid):
+        return reply(fake.deliver_order(oid))
 
 
 def catalog_routes(app, fake):
@@ -1237,6 +1798,53 @@ def product_routes(app, fake):
     @app.post(base + '/<pid>/unpublish.json')
     def unpublish(shop_id, pid):
         return fake.unpublish(shop_id, pid)
+
+
+def order_routes(app, fake):
+    base = '/v1/shops/<shop_id:int>/orders'
+
+    @app.post(base + '.json')
+    def create(shop_id):
+        answer = fake.create_order(shop_id, body())
+        if fake.take_crash('crash_after_order_create'):
+            bottle.request.environ['fake.drop'] = True
+        return answer
+
+    @app.get(base + '.json')
+    def listing(shop_id):
+        return fake.list_orders(shop_id, bottle.request.query)
+
+    @app.get(base + '/<oid>.json')
+    def get(shop_id, oid):
+        return fake.order(shop_id, oid)
+
+    @app.post(base + '/<oid>/send_to_production.json')
+    def send(shop_id, oid):
+        return fake.send_to_production(shop_id, oid)
+
+    @app.post(base + '/<oid>/cancel.json')
+    def cancel(shop_id, oid):
+        return fake.cancel_order(shop_id, oid)
+
+
+def webhook_routes(app, fake):
+    base = '/v1/shops/<shop_id:int>/webhooks'
+
+    @app.get(base + '.json')
+    def listing(shop_id):
+        return fake.webhooks_of(shop_id)
+
+    @app.post(base + '.json')
+    def create(shop_id):
+        return fake.add_webhook(shop_id, body())
+
+    @app.put(base + '/<wid>.json')
+    def update(shop_id, wid):
+        return fake.update_webhook(shop_id, wid, body())
+
+    @app.delete(base + '/<wid>.json')
+    def delete(shop_id, wid):
+        return fake.delete_webhook(shop_id, wid)
 
 
 def mockup_routes(app, fake):
