@@ -104,7 +104,8 @@ def wait_for(check, timeout=2.0):
 
 class Receiver:
     """A tiny loopback webhook endpoint; ``answers`` are the statuses to give
-    (then 200), every request is kept in ``got``."""
+    (then 200; a float is seconds to stall before a 200), every request is
+    kept in ``got``."""
 
     def __init__(self, answers=()):
         self.answers = list(answers)
@@ -116,6 +117,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers['Content-Length']))
                 receiver.got.append({'headers': dict(self.headers), 'body': body})
                 status = receiver.answers.pop(0) if receiver.answers else 200
+                if isinstance(status, float):
+                    time.sleep(status)
+                    status = 200
                 self.send_response(status)
                 self.send_header('Content-Length', '0')
                 self.end_headers()
@@ -125,7 +129,8 @@ class Receiver:
 
         self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
         self.url = f'http://127.0.0.1:{self.server.server_port}/webhooks'
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                         daemon=True).start()
 
     def topics(self):
         return [g['headers']['X-Shopify-Topic'] for g in self.got]
@@ -350,13 +355,17 @@ def test_repeat_redelivery_and_retry_keep_the_webhook_id(fakes, receiver):
 
 
 def test_a_slow_receiver_is_retried_and_cancel_delivers_orders_cancelled(fakes, receiver):
-    endpoint = receiver()
-    shop = fakes.start('shopify', webhook_urls=[endpoint.url], time_scale=0.01)
+    endpoint = receiver(0.4)      # the first request stalls past the timeout
+    shop = fakes.start('shopify', webhook_urls=[endpoint.url], time_scale=0.01,
+                       webhook_timeout_seconds=0.2)
     sold = sell(shop, ('X-1', 1), deliver=False)
     assert endpoint.got == []
     control(shop, f'orders/{sold["id"]}/cancel')          # answered before delivery
-    wait_for(lambda: endpoint.got)
-    assert endpoint.topics() == ['orders/cancelled']
+    wait_for(lambda: len(endpoint.got) == 2)
+    assert endpoint.topics() == ['orders/cancelled'] * 2
+    attempts = state(shop)['webhook_deliveries']
+    assert [a['status'] for a in attempts] == ['error', 200]
+    assert attempts[0]['error'] == 'ReadTimeout' and attempts[0]['seconds'] >= 0.2
     body = json.loads(endpoint.got[0]['body'])
     assert body['cancel_reason'] == 'customer' and body['cancelled_at']
     control(shop, f'orders/{sold["id"]}/update',

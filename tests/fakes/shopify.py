@@ -70,6 +70,17 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
                                      ["input", "title"], "message": "...",
                                      "code": "INVALID_INPUT", "times": 1}
     slow                     None    {"path_contains": "...", "seconds": 3}
+    webhook_secret           "shpss_test_webhook_secret"  the app's secret
+                                     (X-Shopify-Hmac-Sha256)
+    webhook_urls             []      extra callback URLs that receive every
+                                     order topic (no subscription needed)
+    webhook_repeat           1       each delivery is sent this many times,
+                                     same webhook id (Shopify redelivers)
+    webhook_retries          3       retries after a non-2xx, an error or a
+                                     timeout; pauses 1, 2, 4... s x time_scale
+    webhook_timeout_seconds  5       a slower receiver counts as failed
+    webhook_api_version      "2025-04"  X-Shopify-API-Version of deliveries
+    time_scale               1       scales the pauses between retries
 
 Staged uploads: ``stagedUploadsCreate`` returns targets whose ``url`` is this
 fake's ``/_fake_upload/<key>``; POST there as multipart with every parameter
@@ -87,10 +98,63 @@ A variant ``productSet`` matches by ``id`` keeps what the input omits.
 ``Product.tracksInventory`` is any variant tracked, ``totalInventory`` the sum
 of ``inventoryQuantity``.
 
+Orders come from the storefront (control routes below) and are read with
+``orders(first, after, query, sortKey: OrderSortKeys, reverse)`` (cursors
+hold the sort value and id; ``query`` understands created_at, updated_at,
+processed_at with >= <= > < or =, name, id, email, sku, status,
+financial_status; other terms are ignored and listed in
+``extensions.search`` warnings) and ``order(id:)``. An order is PAID, USD,
+named ``#1001``, ``#1002``...; a sku that is no variant's becomes a custom
+line item (no variant or product, 10.00 unless a price is given). Its one
+fulfillment order (OPEN, at ``gid://shopify/Location/1``) holds the line
+items with variants. ``fulfillmentCreate(fulfillment: FulfillmentInput!,
+message)`` (2024-07 on; ``fulfillmentCreateV2`` too) fulfils the listed
+fulfillment order line items, or all remaining when none are listed; it
+refuses (userErrors) an unknown fulfillment order, one that is not OPEN or
+IN_PROGRESS (``Fulfillment order <id> has an unfulfillable status=
+closed.``: a cancelled order's, or one already fulfilled, so a repeat is
+refused), a line item not on it, a quantity above what remains, fulfillment
+orders of two orders. A partial fulfilment leaves the fulfillment order
+IN_PROGRESS, a complete one CLOSED; ``displayFulfillmentStatus`` follows
+(UNFULFILLED, PARTIALLY_FULFILLED, FULFILLED). Tracking: company + number(s)
++ url(s); a known carrier's URL is made when none is given.
+
+Webhooks: ``webhookSubscriptionCreate(topic, webhookSubscription:
+{callbackUrl, format, includeFields...})`` (https, or http on loopback; the
+same topic and URL twice is ``Address for this topic has already been
+taken``), ``webhookSubscriptions(first, topics, callbackUrl, format)``,
+``webhookSubscription(id)``, ``webhookSubscriptionDelete(id)``. Order changes
+deliver orders/create, orders/cancelled, orders/updated (an address change;
+and every fulfilment, which also sends orders/fulfilled or
+orders/partially_fulfilled, always from a greenlet) to the topic's
+subscriptions and
+``webhook_urls``: a POST of the REST-shaped order (``id`` int,
+``admin_graphql_api_id``, ``line_items`` with ``variant_id``/``product_id``/
+``fulfillable_quantity``, ``shipping_address``, ``shipping_lines``,
+``customer``, ``fulfillments``...; only ``includeFields`` when set) with
+X-Shopify-Topic, -Hmac-Sha256, -Webhook-Id (kept on repeats, retries and
+redelivery), -Event-Id, -Shop-Domain, -API-Version, -Triggered-At, sent from a
+greenlet (the change answers at once) unless the control body says
+``"wait": true``. Only loopback URLs are contacted (others are recorded as
+``error``); every attempt is recorded.
+
 Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
 ``POST /_fake/reset``, ``GET /_fake/state`` (products with ``createdBy``
 api|channel, created_by_api, created_by_channel, throttled, total_requests,
-staged_uploads, publications), and ``POST /_fake/channel_products``, which a
+staged_uploads, publications, orders (with their fulfillmentOrders and
+displayFulfillmentStatus), fulfillments (with notifyCustomer, message,
+trackingInfo, lineItems), fulfillments_created, webhook_subscriptions,
+webhook_deliveries: ``{topic, url, webhook_id, event_id, attempt, status
+(int or "error"), error, seconds}``); the storefront's ``POST /_fake/orders``
+``{line_items: [{sku, quantity, price?, title?}], shipping_address?
+(REST keys; default Ada Lovelace, 12 Analytical Way, London N1 9GU, GB),
+email? ("ada@example.com"), shipping_line? ({code, title, price?}: Standard),
+note?, deliver? (true: send webhooks), wait?}`` -> the REST order + ``gid``;
+``POST /_fake/orders/<id>/cancel`` ``{reason? (CUSTOMER), deliver?, wait?}``
+(400 when already cancelled or fulfilled; fulfillment orders CLOSED);
+``POST /_fake/orders/<id>/update`` ``{shipping_address, deliver?, wait?}``
+(merged); ``POST /_fake/webhooks/redeliver`` ``{webhook_id, wait?}`` (404
+unknown); and ``POST /_fake/channel_products``, which a
 sales-channel app (the fake Printify's sync) calls to make a product:
 ``{title, descriptionHtml, tags, vendor, variants: [{sku, price: "24.99",
 options: {Size, Color}, grams}], image_url}`` -> ``{id, legacyResourceId,
@@ -1393,12 +1457,15 @@ def keyed_connection(records, node_type, sort_value, view, args):
         return (sort_value(record), record['num'])
     rows = sorted(records, key=position, reverse=bool(args.get('reverse')))
     later = (lambda a, b: a < b) if args.get('reverse') else (lambda a, b: a > b)
-    if args.get('after') is not None:
-        mark = keyed_cursor_position(args['after'])
-        rows = [r for r in rows if later(list(position(r)), mark)]
-    if args.get('before') is not None:
-        mark = keyed_cursor_position(args['before'])
-        rows = [r for r in rows if later(mark, list(position(r)))]
+    try:
+        if args.get('after') is not None:
+            mark = keyed_cursor_position(args['after'])
+            rows = [r for r in rows if later(list(position(r)), mark)]
+        if args.get('before') is not None:
+            mark = keyed_cursor_position(args['before'])
+            rows = [r for r in rows if later(mark, list(position(r)))]
+    except TypeError:   # a cursor made under another sortKey
+        raise GraphQLError('Invalid cursor for this sortKey') from None
     total = len(rows)
     if args.get('first') is not None:
         rows = rows[:args['first']]
