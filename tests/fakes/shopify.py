@@ -70,6 +70,17 @@ Scenario knobs (``POST /_fake/config`` merges them; ``/_fake/reset`` restores):
                                      ["input", "title"], "message": "...",
                                      "code": "INVALID_INPUT", "times": 1}
     slow                     None    {"path_contains": "...", "seconds": 3}
+    webhook_secret           "shpss_test_webhook_secret"  the app's secret
+                                     (X-Shopify-Hmac-Sha256)
+    webhook_urls             []      extra callback URLs that receive every
+                                     order topic (no subscription needed)
+    webhook_repeat           1       each delivery is sent this many times,
+                                     same webhook id (Shopify redelivers)
+    webhook_retries          3       retries after a non-2xx, an error or a
+                                     timeout; pauses 1, 2, 4... s x time_scale
+    webhook_timeout_seconds  5       a slower receiver counts as failed
+    webhook_api_version      "2025-04"  X-Shopify-API-Version of deliveries
+    time_scale               1       scales the pauses between retries
 
 Staged uploads: ``stagedUploadsCreate`` returns targets whose ``url`` is this
 fake's ``/_fake_upload/<key>``; POST there as multipart with every parameter
@@ -87,10 +98,63 @@ A variant ``productSet`` matches by ``id`` keeps what the input omits.
 ``Product.tracksInventory`` is any variant tracked, ``totalInventory`` the sum
 of ``inventoryQuantity``.
 
+Orders come from the storefront (control routes below) and are read with
+``orders(first, after, query, sortKey: OrderSortKeys, reverse)`` (cursors
+hold the sort value and id; ``query`` understands created_at, updated_at,
+processed_at with >= <= > < or =, name, id, email, sku, status,
+financial_status; other terms are ignored and listed in
+``extensions.search`` warnings) and ``order(id:)``. An order is PAID, USD,
+named ``#1001``, ``#1002``...; a sku that is no variant's becomes a custom
+line item (no variant or product, 10.00 unless a price is given). Its one
+fulfillment order (OPEN, at ``gid://shopify/Location/1``) holds the line
+items with variants. ``fulfillmentCreate(fulfillment: FulfillmentInput!,
+message)`` (2024-07 on; ``fulfillmentCreateV2`` too) fulfils the listed
+fulfillment order line items, or all remaining when none are listed; it
+refuses (userErrors) an unknown fulfillment order, one that is not OPEN or
+IN_PROGRESS (``Fulfillment order <id> has an unfulfillable status=
+closed.``: a cancelled order's, or one already fulfilled, so a repeat is
+refused), a line item not on it, a quantity above what remains, fulfillment
+orders of two orders. A partial fulfilment leaves the fulfillment order
+IN_PROGRESS, a complete one CLOSED; ``displayFulfillmentStatus`` follows
+(UNFULFILLED, PARTIALLY_FULFILLED, FULFILLED). Tracking: company + number(s)
++ url(s); a known carrier's URL is made when none is given.
+
+Webhooks: ``webhookSubscriptionCreate(topic, webhookSubscription:
+{callbackUrl, format, includeFields...})`` (https, or http on loopback; the
+same topic and URL twice is ``Address for this topic has already been
+taken``), ``webhookSubscriptions(first, topics, callbackUrl, format)``,
+``webhookSubscription(id)``, ``webhookSubscriptionDelete(id)``. Order changes
+deliver orders/create, orders/cancelled, orders/updated (an address change;
+and every fulfilment, which also sends orders/fulfilled or
+orders/partially_fulfilled, always from a greenlet) to the topic's
+subscriptions and
+``webhook_urls``: a POST of the REST-shaped order (``id`` int,
+``admin_graphql_api_id``, ``line_items`` with ``variant_id``/``product_id``/
+``fulfillable_quantity``, ``shipping_address``, ``shipping_lines``,
+``customer``, ``fulfillments``...; only ``includeFields`` when set) with
+X-Shopify-Topic, -Hmac-Sha256, -Webhook-Id (kept on repeats, retries and
+redelivery), -Event-Id, -Shop-Domain, -API-Version, -Triggered-At, sent from a
+greenlet (the change answers at once) unless the control body says
+``"wait": true``. Only loopback URLs are contacted (others are recorded as
+``error``); every attempt is recorded.
+
 Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
 ``POST /_fake/reset``, ``GET /_fake/state`` (products with ``createdBy``
 api|channel, created_by_api, created_by_channel, throttled, total_requests,
-staged_uploads, publications), and ``POST /_fake/channel_products``, which a
+staged_uploads, publications, orders (with their fulfillmentOrders and
+displayFulfillmentStatus), fulfillments (with notifyCustomer, message,
+trackingInfo, lineItems), fulfillments_created, webhook_subscriptions,
+webhook_deliveries: ``{topic, url, webhook_id, event_id, attempt, status
+(int or "error"), error, seconds}``); the storefront's ``POST /_fake/orders``
+``{line_items: [{sku, quantity, price?, title?}], shipping_address?
+(REST keys; default Ada Lovelace, 12 Analytical Way, London N1 9GU, GB),
+email? ("ada@example.com"), shipping_line? ({code, title, price?}: Standard),
+note?, deliver? (true: send webhooks), wait?}`` -> the REST order + ``gid``;
+``POST /_fake/orders/<id>/cancel`` ``{reason? (CUSTOMER), deliver?, wait?}``
+(400 when already cancelled or fulfilled; fulfillment orders CLOSED);
+``POST /_fake/orders/<id>/update`` ``{shipping_address, deliver?, wait?}``
+(merged); ``POST /_fake/webhooks/redeliver`` ``{webhook_id, wait?}`` (404
+unknown); and ``POST /_fake/channel_products``, which a
 sales-channel app (the fake Printify's sync) calls to make a product:
 ``{title, descriptionHtml, tags, vendor, variants: [{sku, price: "24.99",
 options: {Size, Color}, grams}], image_url}`` -> ``{id, legacyResourceId,
@@ -104,8 +168,10 @@ the weight in grams, its media (from image_url) READY.
 import base64
 import collections
 import copy
+import datetime
 import decimal
 import hashlib
+import hmac
 import io
 import json
 import random
@@ -114,11 +180,13 @@ import secrets
 import sys
 import time
 import traceback
+import uuid
 from urllib.parse import urlsplit
 
 import bottle
 import gevent
 import requests
+from gevent.pool import Group
 from PIL import Image
 
 from fakes.control import droppable, control_routes, reply
@@ -139,6 +207,13 @@ DEFAULT_SCENARIO = {
     'slow': None,
     'error_rate': 0,
     'error_seed': 11,
+    'webhook_secret': 'shpss_test_webhook_secret',
+    'webhook_urls': [],
+    'webhook_repeat': 1,
+    'webhook_retries': 3,
+    'webhook_timeout_seconds': 5,
+    'webhook_api_version': '2025-04',
+    'time_scale': 1,
 }
 
 VERSION = re.compile(r'20\d\d-(01|04|07|10)')
@@ -175,6 +250,21 @@ enum WeightUnit { GRAMS KILOGRAMS OUNCES POUNDS }
 enum ProductOperationStatus { CREATED ACTIVE COMPLETE }
 enum ProductSortKeys { ID TITLE VENDOR PRODUCT_TYPE CREATED_AT UPDATED_AT PUBLISHED_AT RELEVANCE }
 enum FileCreateInputDuplicateResolutionMode { APPEND_UUID RAISE_ERROR REPLACE }
+enum OrderSortKeys { CREATED_AT CURRENT_TOTAL_PRICE CUSTOMER_NAME DESTINATION
+  FINANCIAL_STATUS FULFILLMENT_STATUS ID ORDER_NUMBER PO_NUMBER PROCESSED_AT RELEVANCE
+  TOTAL_ITEMS_QUANTITY TOTAL_PRICE UPDATED_AT }
+enum OrderCancelReason { CUSTOMER DECLINED FRAUD INVENTORY OTHER STAFF }
+enum OrderDisplayFinancialStatus { AUTHORIZED EXPIRED PAID PARTIALLY_PAID PARTIALLY_REFUNDED
+  PENDING REFUNDED VOIDED }
+enum OrderDisplayFulfillmentStatus { FULFILLED IN_PROGRESS ON_HOLD OPEN PARTIALLY_FULFILLED
+  PENDING_FULFILLMENT REQUEST_DECLINED RESTOCKED SCHEDULED UNFULFILLED }
+enum FulfillmentOrderStatus { CANCELLED CLOSED INCOMPLETE IN_PROGRESS ON_HOLD OPEN SCHEDULED }
+enum FulfillmentStatus { CANCELLED ERROR FAILURE OPEN PENDING SUCCESS }
+enum CurrencyCode { USD EUR GBP CAD AUD }
+enum WebhookSubscriptionFormat { JSON XML }
+enum WebhookSubscriptionTopic { APP_UNINSTALLED ORDERS_CREATE ORDERS_UPDATED ORDERS_CANCELLED
+  ORDERS_FULFILLED ORDERS_PARTIALLY_FULFILLED ORDERS_PAID ORDERS_DELETE FULFILLMENTS_CREATE
+  FULFILLMENTS_UPDATE PRODUCTS_CREATE PRODUCTS_UPDATE PRODUCTS_DELETE }
 
 input ProductSetInput { id: ID title: String descriptionHtml: String handle: String
   vendor: String productType: String tags: [String!] status: ProductStatus
@@ -222,6 +312,21 @@ input StagedUploadInput { filename: String! mimeType: String!
   httpMethod: StagedUploadHttpMethodType = PUT
   resource: StagedUploadTargetGenerateUploadResource! fileSize: UnsignedInt64 }
 input PublicationInput { publicationId: ID publishDate: DateTime }
+input FulfillmentInput { lineItemsByFulfillmentOrder: [FulfillmentOrderLineItemsInput!]!
+  notifyCustomer: Boolean = false originAddress: FulfillmentOriginAddressInput
+  trackingInfo: FulfillmentTrackingInput }
+input FulfillmentV2Input { lineItemsByFulfillmentOrder: [FulfillmentOrderLineItemsInput!]!
+  notifyCustomer: Boolean = false originAddress: FulfillmentOriginAddressInput
+  trackingInfo: FulfillmentTrackingInput }
+input FulfillmentOrderLineItemsInput { fulfillmentOrderId: ID!
+  fulfillmentOrderLineItems: [FulfillmentOrderLineItemInput!] }
+input FulfillmentOrderLineItemInput { id: ID! quantity: Int! }
+input FulfillmentTrackingInput { company: String number: String numbers: [String!] url: URL
+  urls: [URL!] }
+input FulfillmentOriginAddressInput { address1: String address2: String city: String
+  countryCode: String! provinceCode: String zip: String }
+input WebhookSubscriptionInput { callbackUrl: URL format: WebhookSubscriptionFormat
+  includeFields: [String!] metafieldNamespaces: [String!] filter: String }
 
 type QueryRoot {
   shop: Shop!
@@ -233,6 +338,14 @@ type QueryRoot {
     query: String, sortKey: ProductSortKeys): ProductConnection!
   productOperation(id: ID!): ProductOperation
   publicApiVersions: [ApiVersion!]!
+  order(id: ID!): Order
+  orders(first: Int, last: Int, after: String, before: String, reverse: Boolean,
+    query: String, sortKey: OrderSortKeys = ID): OrderConnection!
+  fulfillmentOrder(id: ID!): FulfillmentOrder
+  webhookSubscription(id: ID!): WebhookSubscription
+  webhookSubscriptions(first: Int, last: Int, after: String, before: String, reverse: Boolean,
+    topics: [WebhookSubscriptionTopic!], callbackUrl: URL, format: WebhookSubscriptionFormat):
+    WebhookSubscriptionConnection!
 }
 type Mutation {
   productSet(input: ProductSetInput!, synchronous: Boolean = true,
@@ -248,6 +361,13 @@ type Mutation {
   productDelete(input: ProductDeleteInput!): ProductDeletePayload
   stagedUploadsCreate(input: [StagedUploadInput!]!): StagedUploadsCreatePayload
   publishablePublish(id: ID!, input: [PublicationInput!]!): PublishablePublishPayload
+  fulfillmentCreate(fulfillment: FulfillmentInput!, message: String): FulfillmentCreatePayload
+    @since(version: "2024-07")
+  fulfillmentCreateV2(fulfillment: FulfillmentV2Input!, message: String):
+    FulfillmentCreateV2Payload
+  webhookSubscriptionCreate(topic: WebhookSubscriptionTopic!,
+    webhookSubscription: WebhookSubscriptionInput!): WebhookSubscriptionCreatePayload
+  webhookSubscriptionDelete(id: ID!): WebhookSubscriptionDeletePayload
 }
 type Shop { id: ID! name: String! email: String! myshopifyDomain: String! url: URL!
   currencyCode: String! primaryDomain: Domain! }
@@ -316,10 +436,67 @@ type StagedUploadsCreatePayload { stagedTargets: [StagedMediaUploadTarget!]
 type StagedMediaUploadTarget { url: URL resourceUrl: URL parameters: [StagedUploadParameter!]! }
 type StagedUploadParameter { name: String! value: String! }
 type PublishablePublishPayload { publishable: Publishable shop: Shop! userErrors: [UserError!]! }
+type MoneyV2 { amount: Decimal! currencyCode: CurrencyCode! }
+type MoneyBag { shopMoney: MoneyV2! presentmentMoney: MoneyV2! }
+type MailingAddress { id: ID! firstName: String lastName: String name: String
+  address1: String address2: String city: String province: String provinceCode: String
+  zip: String country: String countryCodeV2: String phone: String company: String
+  formatted: [String!]! }
+type ShippingLine { id: ID code: String title: String! source: String
+  originalPriceSet: MoneyBag! }
+type Customer { id: ID! email: String firstName: String lastName: String displayName: String! }
+type Order { id: ID! legacyResourceId: UnsignedInt64! name: String! email: String
+  phone: String note: String tags: [String!]! test: Boolean! createdAt: DateTime!
+  updatedAt: DateTime! processedAt: DateTime! cancelledAt: DateTime
+  cancelReason: OrderCancelReason closed: Boolean! closedAt: DateTime
+  displayFinancialStatus: OrderDisplayFinancialStatus
+  displayFulfillmentStatus: OrderDisplayFulfillmentStatus! fullyPaid: Boolean!
+  currencyCode: CurrencyCode! totalPriceSet: MoneyBag! subtotalPriceSet: MoneyBag
+  shippingAddress: MailingAddress shippingLine: ShippingLine customer: Customer
+  lineItems(first: Int, last: Int, after: String, before: String, reverse: Boolean):
+    LineItemConnection!
+  fulfillmentOrders(first: Int, last: Int, after: String, before: String, reverse: Boolean,
+    displayable: Boolean, query: String): FulfillmentOrderConnection!
+  fulfillments(first: Int): [Fulfillment!]! }
+type LineItem { id: ID! sku: String quantity: Int! currentQuantity: Int! name: String!
+  title: String! variantTitle: String vendor: String requiresShipping: Boolean!
+  fulfillableQuantity: Int! unfulfilledQuantity: Int! originalUnitPriceSet: MoneyBag!
+  variant: ProductVariant product: Product }
+type Location { id: ID! name: String! }
+type FulfillmentOrderAssignedLocation { name: String! location: Location }
+type FulfillmentOrder { id: ID! status: FulfillmentOrderStatus! orderId: ID! orderName: String!
+  createdAt: DateTime! updatedAt: DateTime! assignedLocation: FulfillmentOrderAssignedLocation!
+  order: Order!
+  lineItems(first: Int, last: Int, after: String, before: String, reverse: Boolean):
+    FulfillmentOrderLineItemConnection! }
+type FulfillmentOrderLineItem { id: ID! remainingQuantity: Int! totalQuantity: Int!
+  sku: String productTitle: String! variantTitle: String lineItem: LineItem! }
+type FulfillmentTrackingInfo { company: String number: String url: URL }
+type Fulfillment { id: ID! legacyResourceId: UnsignedInt64! name: String!
+  status: FulfillmentStatus! createdAt: DateTime! updatedAt: DateTime! order: Order!
+  trackingInfo(first: Int): [FulfillmentTrackingInfo!]!
+  fulfillmentLineItems(first: Int, last: Int, after: String, before: String, reverse: Boolean):
+    FulfillmentLineItemConnection! }
+type FulfillmentLineItem { id: ID! quantity: Int lineItem: LineItem! }
+type FulfillmentCreatePayload { fulfillment: Fulfillment userErrors: [UserError!]! }
+type FulfillmentCreateV2Payload { fulfillment: Fulfillment userErrors: [UserError!]! }
+interface WebhookSubscriptionEndpoint { }
+type WebhookHttpEndpoint implements WebhookSubscriptionEndpoint { callbackUrl: URL! }
+type WebhookSubscription { id: ID! legacyResourceId: UnsignedInt64!
+  topic: WebhookSubscriptionTopic! format: WebhookSubscriptionFormat!
+  includeFields: [String!]! metafieldNamespaces: [String!]! filter: String
+  createdAt: DateTime! updatedAt: DateTime! callbackUrl: URL!
+  endpoint: WebhookSubscriptionEndpoint! }
+type WebhookSubscriptionCreatePayload { webhookSubscription: WebhookSubscription
+  userErrors: [UserError!]! }
+type WebhookSubscriptionDeletePayload { deletedWebhookSubscriptionId: ID
+  userErrors: [UserError!]! }
 ''' + ''.join(f'''
 type {node}Connection {{ edges: [{node}Edge!]! nodes: [{node}!]! pageInfo: PageInfo! }}
 type {node}Edge {{ cursor: String! node: {node}! }}
-''' for node in ('Publication', 'Product', 'ProductVariant', 'Media'))
+''' for node in ('Publication', 'Product', 'ProductVariant', 'Media', 'Order', 'LineItem',
+                 'FulfillmentOrder', 'FulfillmentOrderLineItem', 'FulfillmentLineItem',
+                 'WebhookSubscription'))
 
 PAYLOAD_TYPES = {'productSet': ('ProductSetPayload', 'ProductSetUserError'),
                  'productCreate': ('ProductCreatePayload', 'UserError'),
@@ -328,7 +505,11 @@ PAYLOAD_TYPES = {'productSet': ('ProductSetPayload', 'ProductSetUserError'),
                  'productUpdate': ('ProductUpdatePayload', 'UserError'),
                  'productDelete': ('ProductDeletePayload', 'UserError'),
                  'stagedUploadsCreate': ('StagedUploadsCreatePayload', 'UserError'),
-                 'publishablePublish': ('PublishablePublishPayload', 'UserError')}
+                 'publishablePublish': ('PublishablePublishPayload', 'UserError'),
+                 'fulfillmentCreate': ('FulfillmentCreatePayload', 'UserError'),
+                 'fulfillmentCreateV2': ('FulfillmentCreateV2Payload', 'UserError'),
+                 'webhookSubscriptionCreate': ('WebhookSubscriptionCreatePayload', 'UserError'),
+                 'webhookSubscriptionDelete': ('WebhookSubscriptionDeletePayload', 'UserError')}
 
 
 # GraphQL: tokens and parsing ###############################################
@@ -1127,9 +1308,774 @@ def image_facts(data):
         return None
 
 
+# Orders, fulfilment and webhooks ###########################################
+
+DEFAULT_ADDRESS = {'first_name': 'Ada', 'last_name': 'Lovelace', 'address1': '12 Analytical Way',
+                   'address2': '', 'city': 'London', 'province': '', 'province_code': '',
+                   'zip': 'N1 9GU', 'country_code': 'GB', 'phone': '+44 20 7946 0000',
+                   'company': ''}
+COUNTRIES = {'GB': 'United Kingdom', 'US': 'United States', 'CA': 'Canada', 'AU': 'Australia',
+             'DE': 'Germany', 'FR': 'France', 'NL': 'Netherlands', 'IE': 'Ireland',
+             'ES': 'Spain', 'IT': 'Italy'}
+CARRIER_URLS = {'UPS': 'https://www.ups.com/WebTracking?loc=en_US&requester=ST&trackNums={}',
+                'USPS': 'https://tools.usps.com/go/TrackConfirmAction?tLabels={}',
+                'FedEx': 'https://www.fedex.com/fedextrack/?trknbr={}',
+                'DHL Express': 'https://www.dhl.com/en/express/tracking.html?AWB={}&brand=DHL',
+                'Royal Mail': 'https://www.royalmail.com/track-your-item#/tracking-results/{}'}
+# The topics an order change delivers (``webhook_urls`` receive all of them).
+ORDER_TOPICS = ('ORDERS_CREATE', 'ORDERS_UPDATED', 'ORDERS_CANCELLED', 'ORDERS_FULFILLED',
+                'ORDERS_PARTIALLY_FULFILLED')
+ORDER_SORT = {'CREATED_AT': 'createdAt', 'PROCESSED_AT': 'createdAt', 'UPDATED_AT': 'updatedAt',
+              'ORDER_NUMBER': 'number'}
+ORDER_SEARCH = re.compile(r'''(-?)(\w+):(>=|<=|>|<|=)?("[^"]*"|'[^']*'|\S+)''')
+FULFILLABLE = ('OPEN', 'IN_PROGRESS')
+LOCATION_ID = 'gid://shopify/Location/1'
+
+
+def rest_topic(topic):
+    """ORDERS_PARTIALLY_FULFILLED -> orders/partially_fulfilled (the header's form)."""
+    return topic.lower().replace('_', '/', 1)
+
+
+def iso_millis():
+    now = time.time()
+    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now)) + f'.{int(now % 1 * 1000):03d}Z'
+
+
+def webhook_signature(body, secret):
+    """X-Shopify-Hmac-Sha256: base64 of HMAC-SHA256 over the raw body."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def parse_when(text):
+    """An aware datetime for a search value (date or ISO time), or None."""
+    text = text.strip('\'"')
+    try:
+        when = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def compared(left, op, right):
+    return {'>=': left >= right, '<=': left <= right, '>': left > right, '<': left < right,
+            '=': left == right, '': left == right}[op]
+
+
+def money(value):
+    return f'{decimal.Decimal(value):.2f}'
+
+
+def money_bag(amount):
+    shop = obj('MoneyV2', amount=amount, currencyCode='USD')
+    return obj('MoneyBag', shopMoney=shop, presentmentMoney=shop)
+
+
+def order_body(data):
+    """Check a /_fake/orders body; ValueError (-> 400) when malformed."""
+    if not isinstance(data, dict):
+        raise ValueError('the body must be a JSON object')
+    items = data.get('line_items')
+    if not isinstance(items, list) or not items:
+        raise ValueError('line_items must be a non-empty list of {sku, quantity}')
+    for n, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get('sku'), str) \
+                or not item['sku'].strip():
+            raise ValueError(f'line_items[{n}] needs a sku')
+        quantity = item.get('quantity', 1)
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+            raise ValueError(f'line_items[{n}].quantity must be a positive integer')
+        if item.get('price') is not None and money_problem(item['price'], 'price'):
+            raise ValueError(f'line_items[{n}].price must be a decimal string')
+    address_body(data.get('shipping_address'))
+    if data.get('shipping_line') is not None and not isinstance(data['shipping_line'], dict):
+        raise ValueError('shipping_line must be an object {code, title, price?}')
+    return items
+
+
+def address_body(address):
+    if address is None:
+        return {}
+    if not isinstance(address, dict):
+        raise ValueError('shipping_address must be an object')
+    unknown = set(address) - set(DEFAULT_ADDRESS) - {'country', 'name'}
+    if unknown:
+        raise ValueError(f'unknown shipping_address keys: {sorted(unknown)}')
+    return address
+
+
+def rest_address(address):
+    """A stored (REST-keyed) address with the derived name and country."""
+    out = {**DEFAULT_ADDRESS, **address}
+    out['name'] = f'{out["first_name"]} {out["last_name"]}'.strip()
+    out['country'] = address.get('country') or COUNTRIES.get(out['country_code'],
+                                                             out['country_code'])
+    out['province'] = out.get('province') or ''
+    return out
+
+
+def order_search(query):
+    """(checks, warnings): a predicate per understood ``orders(query:)`` term."""
+    checks, warnings = [], []
+    for negate, key, op, value in ORDER_SEARCH.findall(query or ''):
+        check = order_term(key.lower(), op or '', value.strip('\'"'))
+        if check is None:
+            warnings.append({'field': key, 'message': 'Invalid search field for this query.'})
+        else:
+            checks.append((lambda c: lambda o: not c(o))(check) if negate else check)
+    return checks, warnings
+
+
+def order_term(key, op, value):
+    """A predicate over an order record for one search term, or None."""
+    if key in ('created_at', 'updated_at', 'processed_at'):
+        when = parse_when(value)
+        field = 'updatedAt' if key == 'updated_at' else 'createdAt'
+        return None if when is None else (
+            lambda o: compared(parse_when(o[field]), op, when))
+    if key == 'name':
+        return lambda o: o['name'].lstrip('#') == value.lstrip('#')
+    if key == 'id' and value.isdigit():
+        return lambda o: compared(o['num'], op, int(value))
+    if key == 'email':
+        return lambda o: (o['email'] or '').lower() == value.lower()
+    if key == 'sku':
+        return lambda o: any(li['sku'] == value for li in o['lineItems'])
+    if key == 'status':
+        return {'open': lambda o: not o['closedAt'], 'closed': lambda o: bool(o['closedAt']),
+                'cancelled': lambda o: bool(o['cancelledAt']),
+                'any': lambda o: True}.get(value.lower())
+    if key == 'financial_status':
+        return lambda o: value.lower() in ('paid', 'any')
+    return None
+
+
+def keyed_connection(records, node_type, sort_value, view, args):
+    """A connection whose cursors hold the sort value and id, like Shopify's,
+    so paging stays right while records change between pages."""
+    def position(record):
+        return (sort_value(record), record['num'])
+    rows = sorted(records, key=position, reverse=bool(args.get('reverse')))
+    later = (lambda a, b: a < b) if args.get('reverse') else (lambda a, b: a > b)
+    try:
+        if args.get('after') is not None:
+            mark = keyed_cursor_position(args['after'])
+            rows = [r for r in rows if later(list(position(r)), mark)]
+        if args.get('before') is not None:
+            mark = keyed_cursor_position(args['before'])
+            rows = [r for r in rows if later(mark, list(position(r)))]
+    except TypeError:   # a cursor made under another sortKey
+        raise GraphQLError('Invalid cursor for this sortKey') from None
+    total = len(rows)
+    if args.get('first') is not None:
+        rows = rows[:args['first']]
+    elif args.get('last') is not None:
+        rows = rows[max(0, total - args['last']):]
+    edges = [obj(f'{node_type}Edge', cursor=keyed_cursor(position(r)), node=view(r))
+             for r in rows]
+    return obj(f'{node_type}Connection', edges=edges, nodes=[e['node'] for e in edges],
+               pageInfo=obj('PageInfo', hasNextPage=len(rows) < total
+                            and args.get('first') is not None,
+                            hasPreviousPage=len(rows) < total and args.get('last') is not None,
+                            startCursor=edges[0]['cursor'] if edges else None,
+                            endCursor=edges[-1]['cursor'] if edges else None))
+
+
+def keyed_cursor(position):
+    value, number = position
+    return base64.b64encode(json.dumps({'last_id': number, 'last_value': value}).encode()
+                            ).decode()
+
+
+def keyed_cursor_position(value):
+    try:
+        data = json.loads(base64.b64decode(value))
+        return [data['last_value'], int(data['last_id'])]
+    except (ValueError, KeyError, TypeError):
+        raise GraphQLError(f'Invalid cursor {value!r}') from None
+
+
+def tracking_infos(tracking):
+    """[{company, number, url}] from a FulfillmentTrackingInput (number(s), url(s))."""
+    tracking = tracking or {}
+    numbers = ([tracking['number']] if tracking.get('number') else []) + list(
+        tracking.get('numbers') or [])
+    urls = ([tracking['url']] if tracking.get('url') else []) + list(tracking.get('urls') or [])
+    company = tracking.get('company')
+    if not numbers:
+        return [{'company': company, 'number': None, 'url': urls[0] if urls else None}] \
+            if company or urls else []
+    template = CARRIER_URLS.get(company or '')
+    return [{'company': company, 'number': number,
+             'url': urls[n] if n < len(urls) else (template.format(number) if template
+                                                   else None)}
+            for n, number in enumerate(numbers)]
+
+
+class OrderDesk:
+    """Orders made by the storefront (control routes), their fulfilment orders
+    and fulfilments, and webhook subscriptions and deliveries (a mixin of
+    ShopifyFake: it uses its scenario, counts, next_id and views)."""
+
+    def reset_orders(self):
+        if getattr(self, 'senders', None) is not None:
+            self.senders.kill(block=False)
+        self.senders = Group()                      # greenlets delivering webhooks
+        self.orders = collections.OrderedDict()     # gid -> order record
+        self.fulfillment_orders = {}                # gid -> fulfillment order record
+        self.fulfillments = collections.OrderedDict()   # gid -> fulfillment record
+        self.customers = {}                         # email -> customer number
+        self.webhook_subscriptions = collections.OrderedDict()  # gid -> subscription
+        self.webhooks = {}                          # webhook id -> delivery (for redelivery)
+        self.webhook_deliveries = []                # every attempt, oldest first
+        self.order_number = 1000
+        self.counts.update(fulfillments_created=0)
+
+    def orders_state(self):
+        return {'orders': [self.state_order(o) for o in self.orders.values()],
+                'fulfillments': copy.deepcopy(list(self.fulfillments.values())),
+                'webhook_subscriptions': copy.deepcopy(list(self.webhook_subscriptions.values())),
+                'webhook_deliveries': copy.deepcopy(self.webhook_deliveries)}
+
+    def state_order(self, order):
+        out = copy.deepcopy(order)
+        out['fulfillmentOrders'] = [copy.deepcopy(self.fulfillment_orders[f])
+                                    for f in order['fulfillmentOrders']]
+        out['displayFulfillmentStatus'] = self.fulfillment_status(order)
+        return out
+
+    # The storefront (control routes) ------------------------------------
+
+    def create_order(self, data):
+        """An order as a storefront sale makes it; ValueError for a bad body."""
+        items = order_body(data)
+        number, now = self.next_id(), iso_now()
+        self.order_number += 1
+        email = data.get('email') or 'ada@example.com'
+        line = data.get('shipping_line') or {}
+        order = {'num': number, 'id': f'gid://shopify/Order/{number}',
+                 'number': self.order_number, 'name': f'#{self.order_number}', 'email': email,
+                 'createdAt': now, 'updatedAt': now, 'cancelledAt': None, 'cancelReason': None,
+                 'closedAt': None, 'note': data.get('note'),
+                 'address': rest_address(address_body(data.get('shipping_address'))),
+                 'shippingLine': {'code': line.get('code') or 'Standard',
+                                  'title': line.get('title') or 'Standard',
+                                  'price': money(line.get('price') or '0.00')},
+                 'lineItems': [self.new_line_item(item) for item in items],
+                 'fulfillmentOrders': [], 'fulfillments': [],
+                 'customerId': self.customers.setdefault(email, self.next_id())}
+        self.orders[order['id']] = order
+        self.open_fulfillment_order(order)
+        if data.get('deliver', True):
+            self.notify('ORDERS_CREATE', order, data.get('wait'))
+        return {**self.order_payload(order), 'gid': order['id']}
+
+    def new_line_item(self, item):
+        number = self.next_id()
+        found = self.variant_by_sku(item['sku'])
+        base = {'num': number, 'id': f'gid://shopify/LineItem/{number}', 'sku': item['sku'],
+                'quantity': item.get('quantity', 1), 'requiresShipping': True}
+        if found is None:   # a sale of something else: a custom line item
+            title = item.get('title') or item['sku']
+            return {**base, 'title': title, 'name': title, 'variantTitle': None,
+                    'vendor': None, 'price': money(item.get('price') or '10.00'),
+                    'variantId': None, 'productId': None, 'variantNum': None,
+                    'productNum': None}
+        product, variant = found
+        name = product['title'] if variant['title'] == 'Default Title' else \
+            f'{product["title"]} - {variant["title"]}'
+        return {**base, 'title': product['title'], 'name': name,
+                'variantTitle': variant['title'], 'vendor': product['vendor'],
+                'price': money(item.get('price') or variant['price']),
+                'variantId': variant['id'], 'productId': product['id'],
+                'variantNum': variant['num'], 'productNum': product['num']}
+
+    def variant_by_sku(self, sku):
+        for product in self.products.values():
+            for variant in product['variants']:
+                if variant['sku'] == sku:
+                    return product, variant
+        return None
+
+    def open_fulfillment_order(self, order):
+        """One OPEN fulfillment order at Location/1 with every line item that has a variant."""
+        items = [li for li in order['lineItems'] if li['variantId']]
+        if not items:
+            return
+        number = self.next_id()
+        fo = {'num': number, 'id': f'gid://shopify/FulfillmentOrder/{number}',
+              'orderId': order['id'], 'status': 'OPEN', 'createdAt': order['createdAt'],
+              'updatedAt': order['createdAt'], 'assignedLocation': LOCATION_ID, 'lineItems': []}
+        for li in items:
+            line_number = self.next_id()
+            fo['lineItems'].append({'num': line_number,
+                                    'id': f'gid://shopify/FulfillmentOrderLineItem/{line_number}',
+                                    'lineItemId': li['id'], 'totalQuantity': li['quantity'],
+                                    'remainingQuantity': li['quantity']})
+        self.fulfillment_orders[fo['id']] = fo
+        order['fulfillmentOrders'].append(fo['id'])
+
+    def order_by_number(self, number):
+        order = self.orders.get(f'gid://shopify/Order/{number}')
+        if order is None:
+            raise LookupError(f'no order {number}')
+        return order
+
+    def cancel_order(self, number, data):
+        """Cancel (and archive) an order; ValueError when Shopify would refuse."""
+        order = self.order_by_number(number)
+        if order['cancelledAt']:
+            raise ValueError('Order has already been cancelled.')
+        if order['fulfillments']:
+            raise ValueError('Cannot cancel an order that has fulfillments; cancel them first.')
+        reason = (data.get('reason') or 'CUSTOMER').upper()
+        if reason not in self.schema.enums['OrderCancelReason']:
+            raise ValueError(f'reason must be one of {self.schema.enums["OrderCancelReason"]}')
+        now = iso_now()
+        order.update(cancelledAt=now, cancelReason=reason, closedAt=now, updatedAt=now)
+        for fo_id in order['fulfillmentOrders']:
+            self.fulfillment_orders[fo_id].update(status='CLOSED', updatedAt=now)
+        if data.get('deliver', True):
+            self.notify('ORDERS_CANCELLED', order, data.get('wait'))
+        return {**self.order_payload(order), 'gid': order['id']}
+
+    def update_order(self, number, data):
+        order = self.order_by_number(number)
+        if not isinstance(data, dict) or not isinstance(data.get('shipping_address'), dict):
+            raise ValueError('the body needs a shipping_address object')
+        changed = {**{k: v for k, v in order['address'].items() if k not in ('name', 'country')},
+                   **address_body(data['shipping_address'])}
+        order['address'] = rest_address(changed)
+        order['updatedAt'] = iso_now()
+        if data.get('deliver', True):
+            self.notify('ORDERS_UPDATED', order, data.get('wait'))
+        return {**self.order_payload(order), 'gid': order['id']}
+
+    # Quantities and statuses --------------------------------------------
+
+    def fulfilled_quantity(self, line_item_id):
+        return sum(entry['quantity'] for f in self.fulfillments.values()
+                   for entry in f['lineItems'] if entry['lineItemId'] == line_item_id)
+
+    def fulfillment_status(self, order):
+        """UNFULFILLED, PARTIALLY_FULFILLED or FULFILLED, over the items to ship."""
+        items = [fl for fo in order['fulfillmentOrders']
+                 for fl in self.fulfillment_orders[fo]['lineItems']]
+        done = sum(self.fulfilled_quantity(fl['lineItemId']) for fl in items)
+        if items and done >= sum(fl['totalQuantity'] for fl in items):
+            return 'FULFILLED'
+        return 'PARTIALLY_FULFILLED' if done else 'UNFULFILLED'
+
+    def line_item_state(self, order, li):
+        """(fulfilled, still fulfillable) quantities of one line item."""
+        done = self.fulfilled_quantity(li['id'])
+        return done, 0 if order['cancelledAt'] else li['quantity'] - done
+
+    # REST webhook payload ------------------------------------------------
+
+    def order_payload(self, order):
+        """The order as Shopify's REST webhooks (orders/create...) send it."""
+        status = {'FULFILLED': 'fulfilled', 'PARTIALLY_FULFILLED': 'partial'}.get(
+            self.fulfillment_status(order))
+        subtotal = sum(decimal.Decimal(li['price']) * li['quantity'] for li in order['lineItems'])
+        total = subtotal + decimal.Decimal(order['shippingLine']['price'])
+        address = order['address']
+        return {
+            'id': order['num'], 'admin_graphql_api_id': order['id'], 'name': order['name'],
+            'order_number': order['number'], 'number': order['number'] - 1000,
+            'email': order['email'], 'contact_email': order['email'],
+            'created_at': order['createdAt'], 'updated_at': order['updatedAt'],
+            'processed_at': order['createdAt'], 'cancelled_at': order['cancelledAt'],
+            'cancel_reason': order['cancelReason'].lower() if order['cancelReason'] else None,
+            'closed_at': order['closedAt'], 'financial_status': 'paid',
+            'fulfillment_status': status, 'currency': 'USD', 'presentment_currency': 'USD',
+            'subtotal_price': money(subtotal), 'total_price': money(total), 'total_tax': '0.00',
+            'test': False, 'note': order['note'], 'tags': '',
+            'line_items': [self.rest_line_item(order, li) for li in order['lineItems']],
+            'shipping_address': {k: address.get(k) for k in (
+                'first_name', 'last_name', 'name', 'address1', 'address2', 'city', 'province',
+                'province_code', 'zip', 'country', 'country_code', 'phone', 'company')},
+            'shipping_lines': [{'code': order['shippingLine']['code'],
+                                'title': order['shippingLine']['title'],
+                                'price': order['shippingLine']['price'], 'source': 'shopify'}],
+            'fulfillments': [self.rest_fulfillment(self.fulfillments[f])
+                             for f in order['fulfillments']],
+            'customer': {'id': order['customerId'], 'email': order['email'],
+                         'first_name': address['first_name'],
+                         'last_name': address['last_name']}}
+
+    def rest_line_item(self, order, li):
+        done, fulfillable = self.line_item_state(order, li)
+        return {'id': li['num'], 'admin_graphql_api_id': li['id'], 'variant_id': li['variantNum'],
+                'product_id': li['productNum'], 'sku': li['sku'], 'quantity': li['quantity'],
+                'current_quantity': li['quantity'], 'title': li['title'],
+                'variant_title': li['variantTitle'], 'name': li['name'], 'vendor': li['vendor'],
+                'price': li['price'], 'fulfillable_quantity': fulfillable,
+                'fulfillment_status': None if not done else 'fulfilled'
+                if done >= li['quantity'] else 'partial',
+                'requires_shipping': li['requiresShipping'], 'gift_card': False,
+                'taxable': True}
+
+    def rest_fulfillment(self, fulfillment):
+        infos = fulfillment['trackingInfo']
+        return {'id': fulfillment['num'], 'admin_graphql_api_id': fulfillment['id'],
+                'name': fulfillment['name'], 'status': fulfillment['status'].lower(),
+                'created_at': fulfillment['createdAt'],
+                'tracking_company': infos[0]['company'] if infos else None,
+                'tracking_numbers': [i['number'] for i in infos if i['number']],
+                'tracking_urls': [i['url'] for i in infos if i['url']]}
+
+    # GraphQL views -------------------------------------------------------
+
+    def order_view(self, order):
+        address = order['address']
+        status = self.fulfillment_status(order)
+        subtotal = sum(decimal.Decimal(li['price']) * li['quantity'] for li in order['lineItems'])
+        total = subtotal + decimal.Decimal(order['shippingLine']['price'])
+        line_items = [self.line_item_view(order, li) for li in order['lineItems']]
+        fulfillment_orders = [self.fulfillment_order_view(self.fulfillment_orders[f])
+                              for f in order['fulfillmentOrders']]
+        return obj(
+            'Order', id=order['id'], legacyResourceId=str(order['num']), name=order['name'],
+            email=order['email'], phone=address['phone'], note=order['note'], tags=[],
+            test=False, createdAt=order['createdAt'], updatedAt=order['updatedAt'],
+            processedAt=order['createdAt'], cancelledAt=order['cancelledAt'],
+            cancelReason=order['cancelReason'], closed=bool(order['closedAt']),
+            closedAt=order['closedAt'], displayFinancialStatus='PAID',
+            displayFulfillmentStatus=status, fullyPaid=True, currencyCode='USD',
+            totalPriceSet=money_bag(money(total)), subtotalPriceSet=money_bag(money(subtotal)),
+            shippingAddress=self.address_view(order),
+            shippingLine=obj('ShippingLine', id=f'gid://shopify/ShippingLine/{order["num"]}',
+                             code=order['shippingLine']['code'],
+                             title=order['shippingLine']['title'], source='shopify',
+                             originalPriceSet=money_bag(order['shippingLine']['price'])),
+            customer=obj('Customer', id=f'gid://shopify/Customer/{order["customerId"]}',
+                         email=order['email'], firstName=address['first_name'],
+                         lastName=address['last_name'], displayName=address['name']),
+            lineItems=connection(line_items, 'LineItem'),
+            fulfillmentOrders=connection(fulfillment_orders, 'FulfillmentOrder'),
+            fulfillments=lambda args: [self.fulfillment_view(self.fulfillments[f])
+                                       for f in order['fulfillments']][:args.get('first')])
+
+    def address_view(self, order):
+        a = order['address']
+        return obj('MailingAddress', id=f'gid://shopify/MailingAddress/{order["num"]}',
+                   firstName=a['first_name'], lastName=a['last_name'], name=a['name'],
+                   address1=a['address1'], address2=a['address2'] or None, city=a['city'],
+                   province=a['province'] or None, provinceCode=a['province_code'] or None,
+                   zip=a['zip'], country=a['country'], countryCodeV2=a['country_code'],
+                   phone=a['phone'], company=a['company'] or None,
+                   formatted=[part for part in (a['company'], a['address1'], a['address2'],
+                                                f'{a["city"]} {a["zip"]}'.strip(),
+                                                a['country']) if part])
+
+    def line_item_view(self, order, li):
+        done, fulfillable = self.line_item_state(order, li)
+        product = self.products.get(li['productId']) if li['productId'] else None
+        variant = next((v for v in product['variants'] if v['id'] == li['variantId']),
+                       None) if product else None
+        return obj('LineItem', id=li['id'], sku=li['sku'], quantity=li['quantity'],
+                   currentQuantity=li['quantity'], name=li['name'], title=li['title'],
+                   variantTitle=li['variantTitle'], vendor=li['vendor'],
+                   requiresShipping=li['requiresShipping'], fulfillableQuantity=fulfillable,
+                   unfulfilledQuantity=li['quantity'] - done,
+                   originalUnitPriceSet=money_bag(li['price']),
+                   variant=self.variant_view(product, variant) if variant else None,
+                   product=(lambda args: self.product_view(product)) if product else None)
+
+    def fulfillment_order_view(self, fo):
+        order = self.orders[fo['orderId']]
+        items = {li['id']: li for li in order['lineItems']}
+        lines = [obj('FulfillmentOrderLineItem', id=fl['id'],
+                     remainingQuantity=fl['remainingQuantity'],
+                     totalQuantity=fl['totalQuantity'], sku=items[fl['lineItemId']]['sku'],
+                     productTitle=items[fl['lineItemId']]['title'],
+                     variantTitle=items[fl['lineItemId']]['variantTitle'],
+                     lineItem=self.line_item_view(order, items[fl['lineItemId']]))
+                 for fl in fo['lineItems']]
+        return obj('FulfillmentOrder', id=fo['id'], status=fo['status'], orderId=order['id'],
+                   orderName=order['name'], createdAt=fo['createdAt'], updatedAt=fo['updatedAt'],
+                   assignedLocation=obj('FulfillmentOrderAssignedLocation', name='Shop location',
+                                        location=obj('Location', id=fo['assignedLocation'],
+                                                     name='Shop location')),
+                   order=lambda args: self.order_view(order),
+                   lineItems=connection(lines, 'FulfillmentOrderLineItem'))
+
+    def fulfillment_view(self, fulfillment):
+        order = self.orders[fulfillment['orderId']]
+        items = {li['id']: li for li in order['lineItems']}
+        lines = [obj('FulfillmentLineItem', id=entry['id'], quantity=entry['quantity'],
+                     lineItem=self.line_item_view(order, items[entry['lineItemId']]))
+                 for entry in fulfillment['lineItems']]
+        return obj('Fulfillment', id=fulfillment['id'], legacyResourceId=str(fulfillment['num']),
+                   name=fulfillment['name'], status=fulfillment['status'],
+                   createdAt=fulfillment['createdAt'], updatedAt=fulfillment['updatedAt'],
+                   order=lambda args: self.order_view(order),
+                   trackingInfo=lambda args: [obj('FulfillmentTrackingInfo', **info) for info
+                                              in fulfillment['trackingInfo']][:args.get('first')],
+                   fulfillmentLineItems=connection(lines, 'FulfillmentLineItem'))
+
+    def subscription_view(self, sub):
+        return obj('WebhookSubscription', id=sub['id'], legacyResourceId=str(sub['num']),
+                   topic=sub['topic'], format=sub['format'], includeFields=sub['includeFields'],
+                   metafieldNamespaces=sub['metafieldNamespaces'], filter=sub['filter'],
+                   createdAt=sub['createdAt'], updatedAt=sub['updatedAt'],
+                   callbackUrl=sub['callbackUrl'],
+                   endpoint=obj('WebhookHttpEndpoint', callbackUrl=sub['callbackUrl']))
+
+    # GraphQL resolvers ---------------------------------------------------
+
+    def resolve_order(self, args, context):
+        order = self.orders.get(args['id'])
+        return self.order_view(order) if order else None
+
+    def resolve_orders(self, args, context):
+        checks, warnings = order_search(args.get('query'))
+        if warnings:
+            context.setdefault('search', []).append({'path': ['orders'],
+                                                     'query': args['query'],
+                                                     'warnings': warnings})
+        records = [o for o in self.orders.values() if all(check(o) for check in checks)]
+        field = ORDER_SORT.get(args.get('sortKey') or 'ID')
+        return keyed_connection(records, 'Order', (lambda o: o[field]) if field
+                                else (lambda o: o['num']), self.order_view, args)
+
+    def resolve_fulfillmentOrder(self, args, context):
+        fo = self.fulfillment_orders.get(args['id'])
+        return self.fulfillment_order_view(fo) if fo else None
+
+    def resolve_webhookSubscription(self, args, context):
+        sub = self.webhook_subscriptions.get(args['id'])
+        return self.subscription_view(sub) if sub else None
+
+    def resolve_webhookSubscriptions(self, args, context):
+        subs = [s for s in self.webhook_subscriptions.values()
+                if (not args.get('topics') or s['topic'] in args['topics'])
+                and (not args.get('callbackUrl') or s['callbackUrl'] == args['callbackUrl'])
+                and (not args.get('format') or s['format'] == args['format'])]
+        return connection([self.subscription_view(s) for s in subs],
+                          'WebhookSubscription')(args)
+
+    # fulfillmentCreate -----------------------------------------------------
+
+    def resolve_fulfillmentCreate(self, args, context, mutation='fulfillmentCreate'):
+        """Fulfil fulfillment order line items (all remaining when none are listed)."""
+        data = args['fulfillment']
+        picks, errors = self.fulfillment_picks(data['lineItemsByFulfillmentOrder'])
+        if errors:
+            return self.payload(mutation, errors, fulfillment=None)
+        fulfillment = self.apply_fulfillment(picks, data, args.get('message'))
+        return self.payload(mutation, [], fulfillment=self.fulfillment_view(fulfillment))
+
+    def resolve_fulfillmentCreateV2(self, args, context):
+        return self.resolve_fulfillmentCreate(args, context, 'fulfillmentCreateV2')
+
+    def fulfillment_picks(self, entries):
+        """([(fulfillment order, its line item, quantity)], userErrors)."""
+        field = ['fulfillment']
+        if not entries:
+            return [], [(field, 'lineItemsByFulfillmentOrder must not be empty.', None)]
+        picks, orders = [], set()
+        for entry in entries:
+            fo = self.fulfillment_orders.get(entry['fulfillmentOrderId'])
+            if fo is None:
+                return [], [(field, 'Fulfillment order does not exist.', None)]
+            orders.add(fo['orderId'])
+            if fo['status'] not in FULFILLABLE:
+                return [], [(field, f'Fulfillment order {fo["id"]} has an unfulfillable '
+                                    f'status= {fo["status"].lower()}.', None)]
+            chosen, problem = self.fo_line_picks(fo, entry.get('fulfillmentOrderLineItems'))
+            if problem:
+                return [], [(field, problem, None)]
+            picks += [(fo, line, quantity) for line, quantity in chosen]
+        if len(orders) > 1:
+            return [], [(field, 'All fulfillment orders must belong to the same order.', None)]
+        if not picks:
+            return [], [(field, 'There are no fulfillment order line items to fulfill.', None)]
+        return picks, []
+
+    @staticmethod
+    def fo_line_picks(fo, requested):
+        """([(line, quantity)], problem or None) for one fulfillment order."""
+        lines = {line['id']: line for line in fo['lineItems']}
+        if not requested:
+            return [(line, line['remainingQuantity']) for line in fo['lineItems']
+                    if line['remainingQuantity'] > 0], None
+        wanted = collections.Counter()
+        for item in requested:
+            if item['id'] not in lines:
+                return [], (f'Fulfillment order line item {item["id"]} does not exist on '
+                            f'fulfillment order {fo["id"]}.')
+            wanted[item['id']] += item['quantity']
+        for line_id, quantity in wanted.items():
+            if quantity <= 0 or quantity > lines[line_id]['remainingQuantity']:
+                return [], 'Invalid fulfillment order line item quantity requested.'
+        return [(lines[line_id], quantity) for line_id, quantity in wanted.items()], None
+
+    def apply_fulfillment(self, picks, data, message):
+        order = self.orders[picks[0][0]['orderId']]
+        number, now = self.next_id(), iso_now()
+        fulfillment = {'num': number, 'id': f'gid://shopify/Fulfillment/{number}',
+                       'orderId': order['id'],
+                       'name': f'{order["name"]}.{len(order["fulfillments"]) + 1}',
+                       'status': 'SUCCESS', 'createdAt': now, 'updatedAt': now,
+                       'trackingInfo': tracking_infos(data.get('trackingInfo')),
+                       'notifyCustomer': bool(data.get('notifyCustomer')), 'message': message,
+                       'originAddress': data.get('originAddress'), 'lineItems': []}
+        for fo, line, quantity in picks:
+            line['remainingQuantity'] -= quantity
+            entry_number = self.next_id()
+            fulfillment['lineItems'].append({
+                'num': entry_number, 'id': f'gid://shopify/FulfillmentLineItem/{entry_number}',
+                'lineItemId': line['lineItemId'], 'fulfillmentOrderId': fo['id'],
+                'fulfillmentOrderLineItemId': line['id'], 'quantity': quantity})
+        for fo in {fo['id']: fo for fo, _, _ in picks}.values():
+            left = any(line['remainingQuantity'] for line in fo['lineItems'])
+            fo.update(status='IN_PROGRESS' if left else 'CLOSED', updatedAt=now)
+        self.fulfillments[fulfillment['id']] = fulfillment
+        order['fulfillments'].append(fulfillment['id'])
+        order['updatedAt'] = now
+        self.counts['fulfillments_created'] += 1
+        self.notify('ORDERS_UPDATED', order)
+        self.notify('ORDERS_FULFILLED' if self.fulfillment_status(order) == 'FULFILLED'
+                    else 'ORDERS_PARTIALLY_FULFILLED', order)
+        return fulfillment
+
+    # Webhook subscriptions -------------------------------------------------
+
+    def resolve_webhookSubscriptionCreate(self, args, context):
+        data, topic = args['webhookSubscription'], args['topic']
+        url = data.get('callbackUrl') or ''
+        problem = self.callback_problem(url, topic)
+        if problem:
+            return self.payload('webhookSubscriptionCreate', [problem], webhookSubscription=None)
+        number, now = self.next_id(), iso_now()
+        sub = {'num': number, 'id': f'gid://shopify/WebhookSubscription/{number}',
+               'topic': topic, 'callbackUrl': url, 'format': data.get('format') or 'JSON',
+               'includeFields': list(data.get('includeFields') or []),
+               'metafieldNamespaces': list(data.get('metafieldNamespaces') or []),
+               'filter': data.get('filter'), 'createdAt': now, 'updatedAt': now}
+        self.webhook_subscriptions[sub['id']] = sub
+        return self.payload('webhookSubscriptionCreate', [],
+                            webhookSubscription=self.subscription_view(sub))
+
+    def callback_problem(self, url, topic):
+        """A (field, message, code) userError for a callbackUrl, or None."""
+        parts = urlsplit(url)
+        if parts.scheme not in ('http', 'https') or not parts.hostname:
+            return (['webhookSubscription', 'callbackUrl'], 'Address is invalid', None)
+        if parts.scheme == 'http' and parts.hostname not in LOOPBACK:
+            return (['webhookSubscription', 'callbackUrl'],
+                    'Address protocol http:// is not supported', None)
+        if any(s['topic'] == topic and s['callbackUrl'] == url
+               for s in self.webhook_subscriptions.values()):
+            return (['webhookSubscription', 'callbackUrl'],
+                    'Address for this topic has already been taken', None)
+        return None
+
+    def resolve_webhookSubscriptionDelete(self, args, context):
+        if self.webhook_subscriptions.pop(args['id'], None) is None:
+            return self.payload('webhookSubscriptionDelete', [(
+                ['id'], 'Webhook subscription does not exist', None)],
+                deletedWebhookSubscriptionId=None)
+        return self.payload('webhookSubscriptionDelete', [],
+                            deletedWebhookSubscriptionId=args['id'])
+
+    # Webhook deliveries ----------------------------------------------------
+
+    def notify(self, topic, order, wait=False):
+        """Deliver ``topic`` for ``order`` to its subscriptions and ``webhook_urls``:
+        at once when ``wait``, else from a greenlet."""
+        deliveries = [self.new_delivery(topic, order, s['callbackUrl'], s['includeFields'])
+                      for s in self.webhook_subscriptions.values() if s['topic'] == topic]
+        if topic in ORDER_TOPICS:
+            deliveries += [self.new_delivery(topic, order, url, [])
+                           for url in self.scenario.get('webhook_urls') or []]
+        self.dispatch(deliveries, wait)
+
+    def dispatch(self, deliveries, wait):
+        if not deliveries:
+            return
+        if wait:
+            for delivery in deliveries:
+                self.deliver(delivery)
+        else:
+            self.senders.spawn(lambda: [self.deliver(d) for d in deliveries])
+
+    def new_delivery(self, topic, order, url, include_fields):
+        payload = self.order_payload(order)
+        if include_fields:
+            payload = {k: v for k, v in payload.items() if k in include_fields}
+        body = json.dumps(payload).encode()
+        webhook_id = str(uuid.uuid4())
+        headers = {'Content-Type': 'application/json', 'X-Shopify-Topic': rest_topic(topic),
+                   'X-Shopify-Hmac-Sha256': webhook_signature(body,
+                                                              self.scenario['webhook_secret']),
+                   'X-Shopify-Webhook-Id': webhook_id, 'X-Shopify-Event-Id': str(uuid.uuid4()),
+                   'X-Shopify-Shop-Domain': self.scenario['shop_domain'],
+                   'X-Shopify-API-Version': self.scenario['webhook_api_version'],
+                   'X-Shopify-Triggered-At': iso_millis(), 'User-Agent': 'Shopify-Captain-Hook'}
+        delivery = {'topic': rest_topic(topic), 'url': url, 'webhook_id': webhook_id,
+                    'body': body, 'headers': headers}
+        self.webhooks[webhook_id] = delivery
+        return delivery
+
+    def deliver(self, delivery):
+        """Send a delivery ``webhook_repeat`` times (Shopify does redeliver)."""
+        for _ in range(max(1, int(self.scenario['webhook_repeat']))):
+            self.send_with_retries(delivery)
+
+    def send_with_retries(self, delivery):
+        """Attempts until a 2xx, at most 1 + ``webhook_retries``; pauses of
+        1, 2, 4... s times ``time_scale`` between them."""
+        for attempt in range(1 + max(0, int(self.scenario['webhook_retries']))):
+            if attempt:
+                gevent.sleep(min(2 ** (attempt - 1), 60) * float(self.scenario['time_scale']))
+            if self.attempt(delivery, attempt + 1):
+                return True
+        return False
+
+    def attempt(self, delivery, attempt):
+        """POST once; record it; True when answered 2xx (or not worth retrying)."""
+        started = time.monotonic()
+        entry = {'topic': delivery['topic'], 'url': delivery['url'],
+                 'webhook_id': delivery['webhook_id'],
+                 'event_id': delivery['headers']['X-Shopify-Event-Id'], 'attempt': attempt}
+        if urlsplit(delivery['url']).hostname not in LOOPBACK:
+            self.webhook_deliveries.append({**entry, 'status': 'error', 'seconds': 0,
+                                            'error': 'only loopback is reachable here'})
+            return True
+        session = requests.Session()
+        session.trust_env = False   # loopback: never through an HTTP(S)_PROXY
+        try:
+            response = session.post(delivery['url'], data=delivery['body'],
+                                    headers=delivery['headers'], allow_redirects=False,
+                                    timeout=float(self.scenario['webhook_timeout_seconds']))
+            status, error = response.status_code, None
+        except requests.RequestException as exc:
+            status, error = 'error', type(exc).__name__
+        finally:
+            session.close()
+        self.webhook_deliveries.append({**entry, 'status': status, 'error': error,
+                                        'seconds': round(time.monotonic() - started, 3)})
+        return isinstance(status, int) and 200 <= status < 300
+
+    def redeliver(self, data):
+        """Send one recorded delivery again (same body, signature and webhook id)."""
+        delivery = self.webhooks.get((data or {}).get('webhook_id'))
+        if delivery is None:
+            raise LookupError('no such webhook_id')
+        if data.get('wait'):
+            self.send_with_retries(delivery)
+        else:
+            self.senders.spawn(self.send_with_retries, delivery)
+        return {'webhook_id': delivery['webhook_id'], 'topic': delivery['topic'],
+                'url': delivery['url']}
+
+
 # The fake ##################################################################
 
-class ShopifyFake:
+class ShopifyFake(OrderDesk):
     """Scenario and state of one fake shop: products, staged uploads, bucket."""
 
     def __init__(self):
@@ -1147,6 +2093,7 @@ class ShopifyFake:
                        'external_downloads': 0}
         self.bucket = {'level': float(self.scenario['bucket_max']), 'at': time.monotonic()}
         self.random = random.Random(self.scenario['error_seed'])
+        self.reset_orders()
 
     def configure(self, patch):
         if 'error_seed' in patch:
@@ -1166,7 +2113,7 @@ class ShopifyFake:
         return {'products': [self.state_product(p) for p in self.products.values()],
                 'publications': self.scenario['publications'],
                 'created_by_api': made_by['api'], 'created_by_channel': made_by['channel'],
-                **self.counts}
+                **self.orders_state(), **self.counts}
 
     def state_product(self, record):
         out = copy.deepcopy(record)
@@ -1289,7 +2236,10 @@ class ShopifyFake:
         rule = rule or self.injected_failure(path, names, after_save=True)
         if rule:  # done, and yet answered as a failure
             return self.internal_error(rule)
-        return 200, {'data': data, 'extensions': {'cost': self.cost(requested, requested)}}
+        extensions = {'cost': self.cost(requested, requested)}
+        if context.get('search'):   # search terms the query ignored
+            extensions['search'] = context['search']
+        return 200, {'data': data, 'extensions': extensions}
 
     def internal_error(self, rule):
         status = int(rule.get('status', 500))
@@ -2247,6 +3197,23 @@ def graphql_body(request):
     return body, None
 
 
+def control_call(action):
+    """Run a storefront control action on the JSON body: 404 for an unknown
+    order or webhook, 400 ``{error}`` for a body or change it refuses."""
+    try:
+        data = json.loads(bottle.request.body.read() or b'{}')
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return reply({'error': 'the body must be a JSON object'}, 400)
+    try:
+        return reply(action(data))
+    except LookupError as exc:
+        return reply({'error': str(exc)}, 404)
+    except (ValueError, TypeError) as exc:
+        return reply({'error': str(exc)}, 400)
+
+
 def create_app():
     """A fresh WSGI app serving one fake shop (see the module docstring)."""
     fake = ShopifyFake()
@@ -2278,6 +3245,22 @@ def create_app():
             return reply(fake.channel_product(data))
         except (ValueError, KeyError, TypeError) as exc:
             return reply({'error': f'bad channel product: {exc}'}, 400)
+
+    @app.post('/_fake/orders')
+    def create_order():
+        return control_call(fake.create_order)
+
+    @app.post('/_fake/orders/<number:int>/cancel')
+    def cancel_order(number):
+        return control_call(lambda data: fake.cancel_order(number, data))
+
+    @app.post('/_fake/orders/<number:int>/update')
+    def update_order(number):
+        return control_call(lambda data: fake.update_order(number, data))
+
+    @app.post('/_fake/webhooks/redeliver')
+    def redeliver():
+        return control_call(fake.redeliver)
 
     @app.route('/_fake_upload/<key>', method=['POST', 'PUT'])
     def upload(key):
