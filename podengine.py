@@ -73,6 +73,7 @@ from tinydb.storages import Storage
 
 from adapters import comfyui, printready
 from adapters.blocklist import Blocklist
+from adapters.orders import Listings, OrderBook, OrderDesk, product_gid, verify_shopify
 from adapters.publishing import PublishFollower
 from adapters.templates import copy_for
 from adapters.base import (AdapterError, Artwork, ConfigError, DesignBrief, ImageFile,
@@ -301,6 +302,15 @@ SETTINGS = (
     Setting('SHOPIFY_ACCESS_TOKEN', '', parse_text, 'Shopify Admin API access token.',
             secret=True),
     Setting('SHOPIFY_API_VERSION', '2026-10', parse_text, 'Shopify Admin API version.'),
+    Setting('SHOPIFY_WEBHOOK_SECRET', '', parse_text,
+            'The Shopify app\'s secret that signs its webhooks (X-Shopify-Hmac-Sha256); '
+            'POST /webhooks/shopify accepts nothing unsigned, and nothing without it.',
+            secret=True),
+    Setting('ORDER_HOLD', 'false', parse_bool,
+            'Leave forwarded Printify orders on hold for the seller to approve in Printify '
+            '(else they are sent to production).'),
+    Setting('ORDER_PRIORITY', 'high', parse_choice('low', 'normal', 'high', 'urgent'),
+            'The queue priority of an order job.'),
     Setting('MIN_MARGIN_PERCENT', '30', parse_int(0, 1000),
             'Prices are raised to at least this margin over the platform\'s cost.'),
     Setting('DRY_RUN', 'false', parse_bool,
@@ -417,6 +427,10 @@ class PayloadTooLarge(ApiError):
 
 class UnsupportedMediaType(ApiError):
     status = 415
+
+
+class Unauthorized(ApiError):
+    status = 401
 
 
 class Unavailable(ApiError):
@@ -841,15 +855,22 @@ class JobTable:
         """The jobs kept as dicts: all but the archived ones."""
         return list(self._live.values())
 
-    def find(self, status=None, newest=False, offset=0, limit=None):
-        """The jobs (with ``status``) as they are now, oldest first or
-        ``newest`` first, from ``offset``, at most ``limit``: a JobList."""
+    def find(self, status=None, newest=False, offset=0, limit=None, job_type=None):
+        """The jobs (with ``status``, of ``job_type``) as they are now, oldest
+        first or ``newest`` first, from ``offset``, at most ``limit``: a JobList."""
         items = reversed(self._order.items()) if newest else iter(self._order.items())
         values = (self._live[job_id] if entry is None else entry for job_id, entry in items)
         if status is not None:
             values = (value for value in values if status_of(value) == status)
+        if job_type is not None:
+            values = (value for value in values if type_of(value) == job_type)
         stop = None if limit is None else offset + limit
         return JobList(list(itertools.islice(values, offset, stop)), self.archive)
+
+
+def type_of(value):
+    """The type of a job dict or an archive entry."""
+    return value[1] if type(value) is tuple else value['type']
 
 
 def status_of(value):
@@ -1487,6 +1508,7 @@ def public_json(job):
     return json.dumps(public_job(job)).encode('utf-8')
 
 
+JOB_TYPES = ('generate', 'batch', 'custom', 'order')
 IMAGES_IN_FLIGHT = 2  # one drawing, the next queued: the GPU never waits for us
 BATCH_ITEMS_IN_FLIGHT = 4  # later items draw while earlier ones publish
 
@@ -1601,6 +1623,9 @@ class Engine:
         build = adapters or build_adapters
         self.image_backend, self.prompt_writer, self.publishers = build(
             settings, self.http, self.plugins)
+        persisted = settings.enable_persistence
+        self.listings = Listings(settings.data_path / 'listings.json' if persisted else None)
+        self.order_book = OrderBook(settings.data_path / 'orders.json' if persisted else None)
         self.follower = PublishFollower(
             self.publishers, self.update_product, settings.printify_sync_wait_ms,
             settings.data_path / 'publishing.json' if settings.enable_persistence else None)
@@ -1729,9 +1754,9 @@ class Engine:
             raise NotFound('Job not found')
         return job
 
-    def find(self, status=None, newest=False, offset=0, limit=None):
-        """The jobs (with ``status``): a JobList (see JobTable.find)."""
-        return self.jobs.find(status, newest, offset, limit)
+    def find(self, status=None, newest=False, offset=0, limit=None, job_type=None):
+        """The jobs (with ``status``, of ``job_type``): a JobList (see JobTable.find)."""
+        return self.jobs.find(status, newest, offset, limit, job_type)
 
     def cancel(self, job_id):
         job = self.get(job_id)
@@ -1794,6 +1819,51 @@ class Engine:
         for product in (job.get('result') or {}).get('products', []):
             if str(product.get('productId')) == product_id:
                 product.update(changes)
+        entry = self._write_log(job, message, level)
+        self._save_durably(job)
+        self._announce(job, entry)
+
+    # Orders ------------------------------------------------------------------
+
+    def order_desk(self):
+        """What forwards Shopify sales to Printify, or None when they are not
+        the engine's to send: no Shopify or no Printify, a dry run, or a
+        Printify shop connected to a channel (Printify gets its orders itself)."""
+        by_name = {publisher.name: publisher for publisher in self.publishers}
+        printify, shopify = by_name.get('printify'), by_name.get('shopify')
+        if printify is None or shopify is None or self.settings.dry_run:
+            return None
+        return OrderDesk(printify, shopify, self.settings) if printify.kind() == 'api' else None
+
+    def take_order(self, topic, order):
+        """The order job of a Shopify order webhook: made on the first
+        ``orders/create`` of an order with a product the engine made, the
+        same one for every repeat. None for a sale of other products."""
+        order_id = str(order.get('admin_graphql_api_id') or
+                       f'gid://shopify/Order/{order.get("id")}')
+        known = self.order_book.items.get(order_id)
+        if topic != 'orders/create':
+            if known and topic == 'orders/cancelled':
+                self.note_on_job(known, f'Shopify: order {order.get("name")} was cancelled; '
+                                 f'cancel its Printify order in Printify', 'WARNING')
+            return known
+        products = {product_gid(item.get('product_id')) for item in
+                    order.get('line_items') or [] if item.get('product_id')}
+        if not any(self.listings.printify_product(p) for p in products):
+            log.info('Shopify order %s sells no product the engine made', order.get('name'))
+            return None
+        request = {'shopifyOrderId': order_id, 'shopifyOrderName': str(order.get('name'))}
+        job_id, _ = self.order_book.take(order_id, lambda: self.submit(
+            'order', request, self.settings.order_priority)['id'])
+        return job_id
+
+    def note_on_job(self, job_id, message, level='INFO'):
+        """Add a log line to a job, finished or not."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        if isinstance(job, ArchivedJob):
+            job = self.jobs[job_id] = job.load()
         entry = self._write_log(job, message, level)
         self._save_durably(job)
         self._announce(job, entry)
@@ -1934,6 +2004,7 @@ class Engine:
 
     def _complete(self, job, result):
         self.follower.watch(job['id'], result.get('products'))  # before it reads finished
+        self.listings.note(job['id'], products_of(result))
         self._finish(job, COMPLETED, 'Job completed successfully', 'SUCCESS',
                      progress=100, result=result, error=None)
 
@@ -1950,6 +2021,7 @@ class Engine:
             self._schedule_retry(job, delay)
         else:
             self.follower.watch(job['id'], (failure.result or {}).get('products'))
+            self.listings.note(job['id'], products_of(failure.result))
             self._finish(job, FAILED, f'Job failed: {message}', 'ERROR',
                          error=message, result=failure.result)
 
@@ -2178,7 +2250,8 @@ def outcome_of(fn, *args):
 
 def run_attempt(ctx):
     """Run one attempt of the context's job."""
-    runner = {'generate': run_generate, 'batch': run_batch, 'custom': run_custom}
+    runner = {'generate': run_generate, 'batch': run_batch, 'custom': run_custom,
+              'order': run_order}
     try:
         return Outcome(result=runner[ctx.job['type']](ctx.job['request'], ctx))
     except Exception as exc:
@@ -2565,6 +2638,22 @@ def run_batch_item(index, item, total, ctx, outcomes):
     except Exception as exc:  # the item's failure is its result, not the batch's end
         outcomes[index] = as_job_failure(exc)
     ctx.progress(math.floor(share[1]))
+
+
+def run_order(request, ctx):
+    """A Shopify sale of engine products, forwarded to Printify (adapters/orders.py)."""
+    desk = ctx.engine.order_desk()
+    if desk is None:
+        raise AdapterError('orders are not forwarded: they need Printify (an API shop) and '
+                           'Shopify, not a dry run', retryable=False)
+    return desk.forward(request, ctx, ctx.engine.listings)
+
+
+def products_of(result):
+    """Every product of a job's result (a batch holds them per item)."""
+    result = result or {}
+    items = [result] + [r for r in result.get('results') or [] if isinstance(r, dict)]
+    return [product for item in items for product in item.get('products') or []]
 
 
 def run_custom(request, ctx):
@@ -2968,6 +3057,7 @@ def create_app(engine, gate=None):
     add_job_routes(app, engine, limit)
     add_generate_routes(app, engine, limit)
     add_file_routes(app, engine)
+    add_webhook_routes(app, engine, limit)
     add_error_pages(app)
     return app
 
@@ -3044,8 +3134,11 @@ def add_job_routes(app, engine, limit):
         order = query.get('order') or 'oldest'
         if order not in ('oldest', 'newest'):
             raise ValidationError('order must be oldest or newest')
+        job_type = query.get('type') or None
+        if job_type is not None and job_type not in JOB_TYPES:
+            raise ValidationError(f'type must be one of {", ".join(JOB_TYPES)}')
         jobs = engine.find(status, order == 'newest', query_int(query, 'offset', 0),
-                           query_int(query, 'limit', None))
+                           query_int(query, 'limit', None), job_type)
         bottle.response.content_type = 'application/json'
         return stream_jobs(engine, jobs)
 
@@ -3072,6 +3165,28 @@ def add_job_routes(app, engine, limit):
     def cleanup():
         body = engine.schemas.check('CleanupBody', read_json(limit, required=False))
         return {'cleared': engine.cleanup(int(body.get('maxAge', DAY_MS)))}
+
+
+def add_webhook_routes(app, engine, limit):
+    """Deliveries from the platforms: outside POD_API_KEY, each one signed."""
+    @app.post('/webhooks/shopify')
+    def shopify_webhook():
+        request = bottle.request
+        if request.content_length > limit:
+            raise PayloadTooLarge(f'Request body is larger than {limit} bytes')
+        raw = read_body(request.environ, limit)
+        if not verify_shopify(engine.settings.shopify_webhook_secret, raw,
+                              request.get_header('X-Shopify-Hmac-Sha256')):
+            raise Unauthorized('Missing or wrong X-Shopify-Hmac-Sha256 (signed with '
+                               'SHOPIFY_WEBHOOK_SECRET)')
+        try:
+            order = json.loads(raw.decode('utf-8'))
+        except (UnicodeDecodeError, ValueError):
+            raise ValidationError('The webhook body is not JSON') from None
+        if not isinstance(order, dict):
+            raise ValidationError('The webhook body is not a JSON object')
+        topic = request.get_header('X-Shopify-Topic') or ''
+        return {'received': True, 'jobId': engine.take_order(topic, order)}
 
 
 def add_generate_routes(app, engine, limit):

@@ -17,7 +17,9 @@ whether the object was saved, and sending it again may make a second one.
 import bisect
 import collections
 import contextlib
+import json
 import logging
+import os
 import random
 import time
 
@@ -262,3 +264,32 @@ def backoff(attempt, first=0.5):
     """``first`` seconds, then twice that, four times ... with jitter, at most
     16 times ``first`` (0.5 s, 1 s, 2 s ... 8 s by default)."""
     return first * min(16, 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+
+class DurableDict:
+    """A small dict kept in one JSON file, rewritten (fsynced, renamed) on change."""
+
+    def __init__(self, path):
+        self.path = path
+        self.items = self._load()
+
+    def _load(self):
+        if self.path is None:
+            return {}
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            log.error('%s is not JSON; starting empty', self.path)
+            return {}
+
+    def save(self):
+        if self.path is None:
+            return
+        temp = self.path.with_name(self.path.name + '.tmp')
+        with open(temp, 'w') as file:
+            json.dump(self.items, file)
+            file.flush()
+            os.fsync(file.fileno())
+        temp.replace(self.path)

@@ -21,11 +21,10 @@ that made the products is recorded as finished, so a restart resumes
 following and a crash loses nothing.
 """
 
-import json
 import logging
-import os
 import time
 
+from adapters.api import DurableDict
 from adapters.base import AdapterError
 
 log = logging.getLogger('podengine.publishing')
@@ -49,7 +48,8 @@ class PublishFollower:
         self.clock = clock
         # product id -> {jobId, platform, product, since, and while its
         # mockups are to be read again: mockupsDue (ms), mockupTries}
-        self.followed = self._load()
+        self._file = DurableDict(path)
+        self.followed = self._file.items
 
     def __len__(self):
         """How many products are still publishing."""
@@ -161,26 +161,8 @@ class PublishFollower:
     def _now_ms(self):
         return int(self.clock() * 1000)
 
-    def _load(self):
-        if self.path is None:
-            return {}
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            log.error('%s is not JSON; starting with nothing to follow', self.path)
-            return {}
-
     def _save(self):
-        if self.path is None:
-            return
-        temp = self.path.with_name(self.path.name + '.tmp')
-        with open(temp, 'w') as file:
-            json.dump(self.followed, file)
-            file.flush()
-            os.fsync(file.fileno())
-        temp.replace(self.path)
+        self._file.save()
 
 
 def publishing(entry):

@@ -119,6 +119,10 @@ function summary(job) {
     const first = items[0] ? summary({ type: 'generate', request: items[0] }) : '';
     return `Batch of ${plural(items.length, 'item')}${first ? `: ${first}${items.length > 1 ? ', …' : ''}` : ''}`;
   }
+  if (job.type === 'order') {
+    const status = job.result && job.result.orderStatus;
+    return `Order ${request.shopifyOrderName || request.shopifyOrderId || ''}${status ? ` · ${status}` : ''}`;
+  }
   const about = request.title || request.image || '';
   return `Custom: ${request.handler || 'handler'}${about ? ` · ${about}` : ''}`;
 }
@@ -463,8 +467,12 @@ async function refreshHealth() {
 
 const newestFirst = (a, b) => (b.createdAt - a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 
+const TYPE_FILTERS = new Set(['order']);  // filters by job type, not status
+
 function matches(job) {
-  if (state.filter !== 'all' && job.status !== state.filter) return false;
+  if (TYPE_FILTERS.has(state.filter)) {
+    if (job.type !== state.filter) return false;
+  } else if (state.filter !== 'all' && job.status !== state.filter) return false;
   if (!state.search) return true;
   const text = `${job.id} ${summary(job)}`.toLowerCase();
   return text.includes(state.search);
@@ -484,9 +492,14 @@ function mergePage(jobs, requestedAt) {
   }
 }
 
+function filterParams(params, filter) {
+  if (TYPE_FILTERS.has(filter)) params.set('type', filter);
+  else if (filter !== 'all') params.set('status', filter);
+}
+
 async function loadPage(filter, offset) {
   const params = new URLSearchParams({ order: 'newest', limit: String(PAGE), offset: String(offset) });
-  if (filter !== 'all') params.set('status', filter);
+  filterParams(params, filter);
   const requestedAt = performance.now();
   const page = await api(`api/jobs?${params}`);
   mergePage(page, requestedAt);
@@ -498,7 +511,7 @@ async function loadPage(filter, offset) {
 async function reloadJobs() {
   const requestedAt = performance.now();
   const params = new URLSearchParams({ order: 'newest', limit: String(PAGE) });
-  if (state.filter !== 'all') params.set('status', state.filter);
+  filterParams(params, state.filter);
   const page = await api(`api/jobs?${params}`);
   const keep = new Map();
   for (const [id, job] of state.jobs) {
@@ -539,7 +552,7 @@ function prune() {
       state.seenAt.delete(job.id);
     }
   }
-  for (const filter of ['all', ...STATUSES]) state.hasMore[filter] = true;
+  for (const filter of ['all', ...STATUSES, ...TYPE_FILTERS]) state.hasMore[filter] = true;
   state.limit = Math.min(state.limit, keep);
 }
 
