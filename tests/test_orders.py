@@ -17,12 +17,13 @@ SECRET = 'shpss_test_webhook_secret'  # the fake Shopify's default app secret
 PERSONAL = ('Ada', 'Lovelace', 'Analytical', 'N1 9GU', 'ada@example.com', '7946')
 
 
-def shop_with_products(engines, fakes, data_dir=None, printify_knobs=None, **env):
+def shop_with_products(engines, fakes, data_dir=None, printify_knobs=None,
+                       types=('tshirt',), **env):
     printify = fakes.start('printify', **(printify_knobs or {}))
     shopify = fakes.start('shopify')
     engine = platform_engine(engines, printify, shopify, data_dir=data_dir,
                              SHOPIFY_WEBHOOK_SECRET=SECRET, UPSTREAM_RETRY_DELAY_MS=20, **env)
-    job = engine.wait_for(generate(engine, ('tshirt', 'hoodie')), 'completed', timeout=60)
+    job = engine.wait_for(generate(engine, types), 'completed', timeout=60)
     requests.post(f'{shopify.url}/_fake/config', timeout=5, json={
         'webhook_urls': [f'{engine.url}/webhooks/shopify']})
     return engine, printify, shopify, job
@@ -65,7 +66,8 @@ def assert_no_personal_data(engine, *texts):
 
 
 def test_a_sale_of_two_engine_products_becomes_one_printify_order(engines, fakes):
-    engine, printify, shopify, job = shop_with_products(engines, fakes)
+    engine, printify, shopify, job = shop_with_products(engines, fakes,
+                                                        types=('tshirt', 'hoodie'))
     requests.post(f'{shopify.url}/_fake/config', timeout=5, json={'webhook_repeat': 2})
     tee, hoodie = skus(shopify, job).values()
     sold = sell(shopify, [{'sku': tee, 'quantity': 1}, {'sku': hoodie, 'quantity': 2},
@@ -155,7 +157,7 @@ def test_kill_9_after_the_printify_create_then_restart_makes_one_order(engines, 
                                                                         tmp_path):
     data = tmp_path / 'data'
     engine, printify, shopify, job = shop_with_products(engines, fakes, data_dir=data)
-    printify.configure(slow={'path_contains': '/orders.json', 'seconds': 2})
+    printify.configure(slow={'path_contains': '/orders.json', 'seconds': 1})
     tee = next(iter(skus(shopify, job).values()))
     sell(shopify, [{'sku': tee, 'quantity': 1}])
     deadline = time.monotonic() + 30
@@ -164,7 +166,7 @@ def test_kill_9_after_the_printify_create_then_restart_makes_one_order(engines, 
         assert time.monotonic() < deadline
         time.sleep(0.02)
     engine.kill9()
-    time.sleep(2.5)  # the fake finishes the create the engine never heard about
+    time.sleep(1.5)  # the fake finishes the create the engine never heard about
     assert len(state(printify)['orders']) == 1
     printify.configure(slow=None)
     second = platform_engine(engines, printify, shopify, data_dir=data,
