@@ -1841,7 +1841,7 @@ class Engine:
         same one for every repeat. None for a sale of other products."""
         order_id = str(order.get('admin_graphql_api_id') or
                        f'gid://shopify/Order/{order.get("id")}')
-        known = self.order_book.items.get(order_id)
+        known = self.order_book.job_of(order_id)
         if topic != 'orders/create':
             if known and topic == 'orders/cancelled':
                 self.note_on_job(known, f'Shopify: order {order.get("name")} was cancelled; '
@@ -1853,9 +1853,8 @@ class Engine:
             log.info('Shopify order %s sells no product the engine made', order.get('name'))
             return None
         request = {'shopifyOrderId': order_id, 'shopifyOrderName': str(order.get('name'))}
-        job_id, _ = self.order_book.take(order_id, lambda: self.submit(
+        return self.order_book.take(order_id, lambda: self.submit(
             'order', request, self.settings.order_priority)['id'])
-        return job_id
 
     def note_on_job(self, job_id, message, level='INFO'):
         """Add a log line to a job, finished or not."""

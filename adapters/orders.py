@@ -97,15 +97,17 @@ class OrderBook(DurableDict):
         super().__init__(path)
         self._lock = gevent.lock.Semaphore()
 
+    def job_of(self, order_id):
+        """The job id of a taken order, or None."""
+        return self.items.get(order_id)
+
     def take(self, order_id, submit):
         """The job id of ``order_id``: ``submit()``'s, the first time."""
         with self._lock:  # two deliveries at once: one submit
-            if order_id in self.items:
-                return self.items[order_id], False
-            job_id = submit()
-            self.items[order_id] = job_id
-            self.save()
-            return job_id, True
+            if order_id not in self.items:
+                self.items[order_id] = submit()
+                self.save()
+            return self.items[order_id]
 
 
 class OrderDesk:
@@ -133,7 +135,7 @@ class OrderDesk:
             ctx.checkpoint('printify:order:sent', lambda: self.send(shop_id, made, order, ctx))
         return {**base, 'orderStatus': 'forwarded', 'printifyOrderId': made,
                 'sentToProduction': not self.settings.order_hold,
-                'lineItems': [{k: v for k, v in line.items()} for line in lines],
+                'lineItems': lines,
                 'ignoredLineItems': ignored}
 
     # Shopify ---------------------------------------------------------------

@@ -568,7 +568,7 @@ class PrintifyPublisher(Publisher):
                  'published': status == 'published', 'shopId': self.shop()['id'],
                  'salesChannel': self.shop()['sales_channel']}
         if product.get('mockups'):  # those of the create answer, until the follower's re-read
-            entry.update(mockups=product['mockups'], mockupUrl=product['mockups'][0]['src'],
+            entry.update(mockups=product['mockups'], mockupUrl=default_mockup(product),
                          mockupsFinal=False)
         return entry
 

@@ -44,7 +44,6 @@ class PublishFollower:
         self.publishers = {p.name: p for p in publishers}
         self.record = record
         self.wait_ms = wait_ms
-        self.path = path
         self.clock = clock
         # product id -> {jobId, platform, product, since, and while its
         # mockups are to be read again: mockupsDue (ms), mockupTries}

@@ -8,12 +8,11 @@ Driven with plain ``requests``; each test starts its own fake subprocess.
 import hashlib
 import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 from test_fake_platforms import SHOP, Pfy, rejected, wait_for
+from webhook_receiver import Receiver
 
 ORDERS = f'/v1/shops/{SHOP}/orders.json'
 WEBHOOKS = f'/v1/shops/{SHOP}/webhooks.json'
@@ -53,47 +52,16 @@ def status_of(pfy, oid):
     return pfy.ok('GET', order_path(oid))['status']
 
 
-class Receiver:
-    """A loopback HTTP server that records webhook deliveries and answers the
-    queued statuses, then 200."""
-
-    def __init__(self):
-        self.answers, self.got = [], []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get('Content-Length', 0)))
-                receiver.got.append({'signature': self.headers.get('X-Pfy-Signature'),
-                                     'raw': raw, 'path': self.path})
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.url = f'http://127.0.0.1:{self.server.server_port}/hooks/printify'
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    server = Receiver()
+    server = Receiver(path='/hooks/printify')
     yield server
-    server.stop()
+    server.close()
 
 
 def signed_by(secret, delivery):
-    expected = 'sha256=' + hmac.new(secret.encode(), delivery['raw'], hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, delivery['signature'] or '')
+    expected = 'sha256=' + hmac.new(secret.encode(), delivery['body'], hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, delivery['headers'].get('X-Pfy-Signature') or '')
 
 
 # The documented flow #######################################################
@@ -312,7 +280,7 @@ def test_signed_webhook_deliveries_and_a_retry(fakes, receiver):
     product, (medium, _) = made_product(pfy)
     oid = pfy.ok('POST', ORDERS, order_body([{'sku': medium['sku'], 'quantity': 1}]))['id']
     pfy.ok('POST', order_path(oid, 'send_to_production'))
-    event = json.loads(wait_for(lambda: receiver.got, timeout=2)[0]['raw'])
+    event = json.loads(wait_for(lambda: receiver.got, timeout=2)[0]['body'])
     assert event['type'] == 'order:sent-to-production'
     assert event['resource']['data'] == {'shop_id': SHOP, 'status': 'in-production'}
 
@@ -320,9 +288,9 @@ def test_signed_webhook_deliveries_and_a_retry(fakes, receiver):
     assert control(fake, oid, 'ship', {'number': 'TRACK1'}).status_code == 200
     wait_for(lambda: len(receiver.got) >= 3, timeout=2)
     failed, retried = receiver.got[1:3]
-    assert failed['raw'] == retried['raw'] and signed_by(secret, retried)
+    assert failed['body'] == retried['body'] and signed_by(secret, retried)
     assert not signed_by('wrong-secret', retried)
-    shipment = json.loads(retried['raw'])
+    shipment = json.loads(retried['body'])
     assert shipment['type'] == 'order:shipment:created' and shipment['id']
     assert shipment['resource']['id'] == oid and shipment['resource']['type'] == 'order'
     data = shipment['resource']['data']
@@ -336,7 +304,7 @@ def test_signed_webhook_deliveries_and_a_retry(fakes, receiver):
                         ('order:shipment:created', 500, 1), ('order:shipment:created', 200, 2)]
 
     control(fake, oid, 'deliver')
-    delivered = json.loads(wait_for(lambda: receiver.got[3:], timeout=2)[0]['raw'])
+    delivered = json.loads(wait_for(lambda: receiver.got[3:], timeout=2)[0]['body'])
     assert delivered['type'] == 'order:shipment:delivered'
     assert delivered['resource']['data']['delivered_at']
     assert all(signed_by(secret, d) for d in receiver.got)

@@ -7,14 +7,13 @@ are signed, repeated and retried the way Shopify sends them."""
 import base64
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 import time
 
 import pytest
 import requests
-from test_fake_platforms import PRODUCT_SET, data, errors, gql, product_input
+from test_fake_platforms import PRODUCT_SET, data, errors, gql, product_input, wait_for
+from webhook_receiver import Receiver
 
 SECRET = 'shpss_test_webhook_secret'
 
@@ -92,52 +91,8 @@ def fulfil(fake, fo_id, lines=None, tracking=None):
     return data(gql(fake, FULFIL, {'fulfillment': body}))['fulfillmentCreate']
 
 
-def wait_for(check, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError('condition never became true')
-
-
-class Receiver:
-    """A tiny loopback webhook endpoint; ``answers`` are the statuses to give
-    (then 200; a float is seconds to stall before a 200), every request is
-    kept in ``got``."""
-
-    def __init__(self, answers=()):
-        self.answers = list(answers)
-        self.got = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers['Content-Length']))
-                receiver.got.append({'headers': dict(self.headers), 'body': body})
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                if isinstance(status, float):
-                    time.sleep(status)
-                    status = 200
-                self.send_response(status)
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.url = f'http://127.0.0.1:{self.server.server_port}/webhooks'
-        threading.Thread(target=self.server.serve_forever, args=(0.02,),
-                         daemon=True).start()
-
-    def topics(self):
-        return [g['headers']['X-Shopify-Topic'] for g in self.got]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def topics(endpoint):
+    return [got['headers']['X-Shopify-Topic'] for got in endpoint.got]
 
 
 @pytest.fixture
@@ -362,7 +317,7 @@ def test_a_slow_receiver_is_retried_and_cancel_delivers_orders_cancelled(fakes, 
     assert endpoint.got == []
     control(shop, f'orders/{sold["id"]}/cancel')          # answered before delivery
     wait_for(lambda: len(endpoint.got) == 2)
-    assert endpoint.topics() == ['orders/cancelled'] * 2
+    assert topics(endpoint) == ['orders/cancelled'] * 2
     attempts = state(shop)['webhook_deliveries']
     assert [a['status'] for a in attempts] == ['error', 200]
     assert attempts[0]['error'] == 'ReadTimeout' and attempts[0]['seconds'] >= 0.2
@@ -370,7 +325,7 @@ def test_a_slow_receiver_is_retried_and_cancel_delivers_orders_cancelled(fakes, 
     assert body['cancel_reason'] == 'customer' and body['cancelled_at']
     control(shop, f'orders/{sold["id"]}/update',
             {'shipping_address': {'city': 'Cambridge'}, 'wait': True})
-    assert endpoint.topics()[-1] == 'orders/updated'
+    assert topics(endpoint)[-1] == 'orders/updated'
     assert json.loads(endpoint.got[-1]['body'])['shipping_address']['city'] == 'Cambridge'
 
     shop.configure(webhook_urls=['http://127.0.0.1:9/closed'], webhook_retries=2)
@@ -391,7 +346,7 @@ def test_fulfilment_delivers_orders_fulfilled_and_reset_clears(fakes, receiver):
         'userErrors'] == []
     wait_for(lambda: endpoint.got)
     body = json.loads(endpoint.got[0]['body'])
-    assert endpoint.topics() == ['orders/fulfilled'] and body['fulfillment_status'] == 'fulfilled'
+    assert topics(endpoint) == ['orders/fulfilled'] and body['fulfillment_status'] == 'fulfilled'
     assert body['fulfillments'][0]['tracking_numbers'] == ['RM123']
     shop.reset()
     cleared = state(shop)
