@@ -73,8 +73,10 @@ from tinydb.storages import Storage
 
 from adapters import comfyui, printready
 from adapters.blocklist import Blocklist
-from adapters.orders import Listings, OrderBook, OrderDesk, product_gid, verify_shopify
+from adapters.orders import (Listings, OrderBook, OrderDesk, product_gid, verify_printify,
+                             verify_shopify)
 from adapters.publishing import PublishFollower
+from adapters.shipments import OrderFollower
 from adapters.templates import copy_for
 from adapters.base import (AdapterError, Artwork, ConfigError, DesignBrief, ImageFile,
                            ImageSpec, PodEngineError, ProductType)
@@ -311,6 +313,15 @@ SETTINGS = (
             '(else they are sent to production).'),
     Setting('ORDER_PRIORITY', 'high', parse_choice('low', 'normal', 'high', 'urgent'),
             'The queue priority of an order job.'),
+    Setting('ORDER_POLL_INTERVAL_MS', '300000', parse_int(100, DAY_MS),
+            'How often Shopify\'s recent orders are read (so a missed webhook loses no '
+            'order) and forwarded Printify orders are looked at (production, shipments).'),
+    Setting('ORDER_NOTIFY_CUSTOMER', 'true', parse_bool,
+            'Shopify e-mails the customer the tracking of each shipment.'),
+    Setting('PRINTIFY_WEBHOOK_SECRET', '', parse_text,
+            'The secret Printify signs its order webhooks with (X-Pfy-Signature); '
+            'POST /webhooks/printify accepts nothing unsigned, and nothing without it.',
+            secret=True),
     Setting('MIN_MARGIN_PERCENT', '30', parse_int(0, 1000),
             'Prices are raised to at least this margin over the platform\'s cost.'),
     Setting('DRY_RUN', 'false', parse_bool,
@@ -1626,6 +1637,9 @@ class Engine:
         persisted = settings.enable_persistence
         self.listings = Listings(settings.data_path / 'listings.json' if persisted else None)
         self.order_book = OrderBook(settings.data_path / 'orders.json' if persisted else None)
+        self.order_follower = OrderFollower(
+            self.order_desk, self.update_order, settings.order_notify_customer,
+            settings.data_path / 'order-follow.json' if persisted else None)
         self.follower = PublishFollower(
             self.publishers, self.update_product, settings.printify_sync_wait_ms,
             settings.data_path / 'publishing.json' if settings.enable_persistence else None)
@@ -1636,6 +1650,7 @@ class Engine:
         self._retry_timers = {}
         self._workers = []
         self._lock_file = None
+        self._not_ours = set()  # Shopify orders that sell no engine product
 
     # Start and stop ----------------------------------------------------------
 
@@ -1664,6 +1679,8 @@ class Engine:
         more than MAX_INTERRUPTIONS times fails: one that itself crashes or
         freezes the engine must not bring it down for ever."""
         for job in self.jobs.live():
+            if job['type'] == 'order':  # its orders.json line may not have been written
+                self.order_book.restore(job['request']['shopifyOrderId'], job['id'])
             if job['status'] == RUNNING:
                 self._recover_interrupted(job)
             if job['status'] == PENDING:
@@ -1811,14 +1828,29 @@ class Engine:
 
     def update_product(self, job_id, product_id, changes, message, level='INFO'):
         """Record a change to one product of a finished job (the follower's)."""
+        def change(job):
+            for product in (job.get('result') or {}).get('products', []):
+                if str(product.get('productId')) == product_id:
+                    product.update(changes)
+        self._change_finished(job_id, change, message, level)
+
+    def update_order(self, job_id, changes, message, level='INFO'):
+        """Record where a forwarded order stands in its job's result (the order follower's)."""
+        def change(job):
+            job['result'] = {**(job.get('result') or {}), **changes}
+        self._change_finished(job_id, change, message, level)
+
+    def note_on_job(self, job_id, message, level='INFO'):
+        """Add a log line to a job, finished or not."""
+        self._change_finished(job_id, lambda job: None, message, level)
+
+    def _change_finished(self, job_id, change, message, level):
         job = self.jobs.get(job_id)
         if job is None:
             return  # cleaned up meanwhile: nobody can see it any more
         if isinstance(job, ArchivedJob):
             job = self.jobs[job_id] = job.load()
-        for product in (job.get('result') or {}).get('products', []):
-            if str(product.get('productId')) == product_id:
-                product.update(changes)
+        change(job)
         entry = self._write_log(job, message, level)
         self._save_durably(job)
         self._announce(job, entry)
@@ -1842,30 +1874,68 @@ class Engine:
         order_id = str(order.get('admin_graphql_api_id') or
                        f'gid://shopify/Order/{order.get("id")}')
         known = self.order_book.job_of(order_id)
+        if topic == 'orders/cancelled' and known:
+            self.cancel_sale(order_id, order.get('name'), known)
         if topic != 'orders/create':
-            if known and topic == 'orders/cancelled':
-                self.note_on_job(known, f'Shopify: order {order.get("name")} was cancelled; '
-                                 f'cancel its Printify order in Printify', 'WARNING')
             return known
-        products = {product_gid(item.get('product_id')) for item in
-                    order.get('line_items') or [] if item.get('product_id')}
-        if not any(self.listings.printify_product(p) for p in products):
-            log.info('Shopify order %s sells no product the engine made', order.get('name'))
+        products = [product_gid(item.get('product_id')) for item in
+                    order.get('line_items') or [] if item.get('product_id')]
+        return self.take_sale(order_id, order.get('name'), products)
+
+    def take_sale(self, order_id, name, products):
+        """The order job of a Shopify order selling ``products`` (gids), or
+        None when none of them is the engine's."""
+        if not any(self.listings.printify_product(p) for p in products if p):
+            log.info('Shopify order %s sells no product the engine made', name)
             return None
-        request = {'shopifyOrderId': order_id, 'shopifyOrderName': str(order.get('name'))}
+        request = {'shopifyOrderId': order_id, 'shopifyOrderName': str(name)}
         return self.order_book.take(order_id, lambda: self.submit(
             'order', request, self.settings.order_priority)['id'])
 
-    def note_on_job(self, job_id, message, level='INFO'):
-        """Add a log line to a job, finished or not."""
+    def cancel_sale(self, order_id, name, job_id):
+        """A Shopify cancellation of a taken order: its Printify order is
+        cancelled while that is allowed (adapters/shipments.py)."""
         job = self.jobs.get(job_id)
         if job is None:
             return
-        if isinstance(job, ArchivedJob):
-            job = self.jobs[job_id] = job.load()
-        entry = self._write_log(job, message, level)
-        self._save_durably(job)
-        self._announce(job, entry)
+        unfinished = job['status'] not in (COMPLETED, FAILED, CANCELLED)
+        if self.order_follower.cancel(order_id, job_id, unfinished):
+            self.note_on_job(job_id, f'Shopify: order {name} was cancelled', 'WARNING')
+
+    def reconcile_orders(self):
+        """Take the Shopify orders that no webhook brought, and the
+        cancellations (every ORDER_POLL_INTERVAL_MS); how many were taken."""
+        desk = self.order_desk()
+        if desk is None:
+            return 0
+        intake, since = self.order_book.window(self.started_at / 1000)
+        taken, read_to = 0, since
+        for order in desk.recent_orders(since):
+            read_to = max(read_to, order['updatedAt'])
+            known = self.order_book.job_of(order['id'])
+            if known and order['cancelled']:
+                self.cancel_sale(order['id'], order['name'], known)
+            elif not known and not order['cancelled'] and order['unfulfilled'] and \
+                    order['createdAt'] >= intake and order['id'] not in self._not_ours:
+                products = desk.products_of(order['id'])
+                if self.take_sale(order['id'], order['name'], products) is None:
+                    if len(self._not_ours) > 10_000:  # bounded; reading one again is cheap
+                        self._not_ours.clear()
+                    self._not_ours.add(order['id'])  # read once, however often it changes
+                else:
+                    taken += 1
+        self.order_book.read_to(read_to)
+        if taken:
+            log.warning('took %d Shopify order(s) that no webhook brought', taken)
+        return taken
+
+    def follow_orders(self):
+        """The order poll: Shopify's recent orders, then the forwarded ones."""
+        try:
+            self.reconcile_orders()
+        except AdapterError as exc:  # Shopify is down: read again next time
+            log.warning('reading recent Shopify orders: %s', exc)
+        self.order_follower.poll()
 
     def cleanup(self, max_age_ms):
         """Remove finished jobs whose completedAt is at least max_age_ms ago."""
@@ -2003,6 +2073,8 @@ class Engine:
 
     def _complete(self, job, result):
         self.follower.watch(job['id'], result.get('products'))  # before it reads finished
+        if job['type'] == 'order':
+            self.order_follower.watch(job['id'], result)
         self.listings.note(job['id'], products_of(result))
         self._finish(job, COMPLETED, 'Job completed successfully', 'SUCCESS',
                      progress=100, result=result, error=None)
@@ -3170,22 +3242,40 @@ def add_webhook_routes(app, engine, limit):
     """Deliveries from the platforms: outside POD_API_KEY, each one signed."""
     @app.post('/webhooks/shopify')
     def shopify_webhook():
-        request = bottle.request
-        if request.content_length > limit:
-            raise PayloadTooLarge(f'Request body is larger than {limit} bytes')
-        raw = read_body(request.environ, limit)
-        if not verify_shopify(engine.settings.shopify_webhook_secret, raw,
-                              request.get_header('X-Shopify-Hmac-Sha256')):
-            raise Unauthorized('Missing or wrong X-Shopify-Hmac-Sha256 (signed with '
-                               'SHOPIFY_WEBHOOK_SECRET)')
-        try:
-            order = json.loads(raw.decode('utf-8'))
-        except (UnicodeDecodeError, ValueError):
-            raise ValidationError('The webhook body is not JSON') from None
-        if not isinstance(order, dict):
-            raise ValidationError('The webhook body is not a JSON object')
-        topic = request.get_header('X-Shopify-Topic') or ''
-        return {'received': True, 'jobId': engine.take_order(topic, order)}
+        raw = signed_body(limit, 'X-Shopify-Hmac-Sha256', 'SHOPIFY_WEBHOOK_SECRET',
+                          lambda body, signature: verify_shopify(
+                              engine.settings.shopify_webhook_secret, body, signature))
+        topic = bottle.request.get_header('X-Shopify-Topic') or ''
+        return {'received': True, 'jobId': engine.take_order(topic, webhook_json(raw))}
+
+    @app.post('/webhooks/printify')
+    def printify_webhook():
+        raw = signed_body(limit, 'X-Pfy-Signature', 'PRINTIFY_WEBHOOK_SECRET',
+                          lambda body, signature: verify_printify(
+                              engine.settings.printify_webhook_secret, body, signature))
+        return {'received': True, 'followed': engine.order_follower.printify_event(
+            webhook_json(raw))}
+
+
+def signed_body(limit, header, secret_name, verify):
+    """The raw body of a webhook whose ``header`` signs it, or 401."""
+    request = bottle.request
+    if request.content_length > limit:
+        raise PayloadTooLarge(f'Request body is larger than {limit} bytes')
+    raw = read_body(request.environ, limit)
+    if not verify(raw, request.get_header(header)):
+        raise Unauthorized(f'Missing or wrong {header} (signed with {secret_name})')
+    return raw
+
+
+def webhook_json(raw):
+    try:
+        body = json.loads(raw.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError):
+        raise ValidationError('The webhook body is not JSON') from None
+    if not isinstance(body, dict):
+        raise ValidationError('The webhook body is not a JSON object')
+    return body
 
 
 def add_generate_routes(app, engine, limit):
@@ -3717,8 +3807,8 @@ def configure_logging(settings):
 
 
 def start_scheduler(engine):
-    """Cleanup, metrics broadcasts, health probes and following publishes,
-    each on its interval."""
+    """Cleanup, metrics broadcasts, health probes, following publishes and
+    orders, each on its interval."""
     settings = engine.settings
     scheduler = GeventScheduler(timezone='UTC', job_defaults={
         'coalesce': True, 'max_instances': 1, 'misfire_grace_time': None})
@@ -3731,6 +3821,8 @@ def start_scheduler(engine):
                           seconds=settings.health_check_interval_ms / 1000)
     scheduler.add_job(engine.follower.poll, 'interval', id='publishing',
                       seconds=settings.printify_sync_poll_ms / 1000)
+    scheduler.add_job(engine.follow_orders, 'interval', id='orders',
+                      seconds=settings.order_poll_interval_ms / 1000)
     scheduler.start()
     return scheduler
 

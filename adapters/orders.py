@@ -6,11 +6,17 @@ a listing (the Shopify product and the Printify product it sells, linked by
 ``publishing_succeeded`` and the same SKUs), it forwards their sales:
 
     verify_shopify(secret, body, signature)   the webhook's HMAC, in constant time
+    verify_printify(secret, body, signature)  Printify's (X-Pfy-Signature)
     Listings(path)      Shopify product id -> the Printify product the engine made
-    OrderBook(path)     the Shopify orders taken, so each becomes one job
+    OrderBook(path)     the Shopify orders taken, so each becomes one job, and
+                        how far the reconciler has read Shopify's orders
     OrderDesk(printify, shopify, settings)
         .forward(request, ctx)    the ``order`` job: one Printify order, sent to
                                   production unless ORDER_HOLD
+        .recent_orders(since), .products_of(order)
+                                  what the reconciler reads (no customer data)
+
+What happens to a forwarded order after that is adapters/shipments.py's.
 
 Personal data: the customer's name and address are read from Shopify when
 the job runs and sent to Printify; they are never stored, logged or put in
@@ -24,6 +30,7 @@ not refuse a second order with the same one).
 """
 
 import base64
+import datetime
 import hashlib
 import hmac
 import logging
@@ -41,6 +48,10 @@ CREATE_TRIES = 4
 FIND_PAGES = 5          # pages of 10 (Printify's largest) searched for an order
 LINE_ITEMS = 50         # of one Shopify order read
 ORDER_COST = 2 + 1 + 2 + LINE_ITEMS * 3  # Shopify's charge for ORDER_QUERY
+RECENT_PAGES = 100      # of 10 orders, read by one reconcile
+RECENT_COST = 2 + 10 + 1  # Shopify's charge for RECENT_QUERY: it is read often
+PRODUCTS_COST = 1 + 2 + LINE_ITEMS * 2
+RECONCILE_OVERLAP = 600  # seconds read again: Shopify's updatedAt is not a queue
 SHIPPING_METHODS = (('express', 3), ('priority', 2), ('economy', 4))  # else 1, standard
 
 ORDER_QUERY = '''query Order($id: ID!) {
@@ -54,6 +65,17 @@ ORDER_QUERY = '''query Order($id: ID!) {
 }''' % LINE_ITEMS
 
 
+RECENT_QUERY = '''query Recent($query: String!, $after: String) {
+  orders(first: 10, after: $after, query: $query, sortKey: UPDATED_AT) {
+    nodes { id name createdAt updatedAt cancelledAt displayFulfillmentStatus }
+    pageInfo { hasNextPage endCursor }
+  }
+}'''
+PRODUCTS_QUERY = '''query Products($id: ID!) {
+  order(id: $id) { lineItems(first: %d) { nodes { product { id } } } }
+}''' % LINE_ITEMS
+
+
 def verify_shopify(secret, body, signature):
     """Whether ``signature`` (X-Shopify-Hmac-Sha256) is the base64 HMAC-SHA256
     of the raw ``body`` with ``secret``; compared in constant time."""
@@ -61,6 +83,15 @@ def verify_shopify(secret, body, signature):
         return False
     digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
     return hmac.compare_digest(base64.b64encode(digest), signature.strip().encode())
+
+
+def verify_printify(secret, body, signature):
+    """Whether ``signature`` (X-Pfy-Signature) is ``sha256=`` and the hex
+    HMAC-SHA256 of the raw ``body`` with ``secret``; compared in constant time."""
+    if not secret or not signature or not signature.startswith('sha256='):
+        return False
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(digest.encode(), signature[len('sha256='):].strip().encode())
 
 
 def product_gid(numeric_id):
@@ -88,26 +119,50 @@ class Listings(DurableDict):
 
 
 class OrderBook(DurableDict):
-    """The Shopify orders taken, by order gid -> job id (DATA_DIR/orders.json).
+    """The Shopify orders taken, by order gid -> job id (DATA_DIR/orders.json),
+    and how far the reconciler has read Shopify's orders.
 
     ``take`` is the one way in: a repeated webhook (Shopify redelivers) or a
     poll that sees the order again finds it here and makes no second job."""
 
     def __init__(self, path):
         super().__init__(path)
+        if 'orders' not in self.items:  # the first layout: only the orders
+            self.items = {'orders': self.items}
+        self.orders = self.items['orders']
         self._lock = gevent.lock.Semaphore()
 
     def job_of(self, order_id):
         """The job id of a taken order, or None."""
-        return self.items.get(order_id)
+        return self.orders.get(order_id)
 
     def take(self, order_id, submit):
         """The job id of ``order_id``: ``submit()``'s, the first time."""
         with self._lock:  # two deliveries at once: one submit
-            if order_id not in self.items:
-                self.items[order_id] = submit()
+            if order_id not in self.orders:
+                self.orders[order_id] = submit()
                 self.save()
-            return self.items[order_id]
+            return self.orders[order_id]
+
+    def restore(self, order_id, job_id):
+        """Put back an order whose job was saved but not its line here (a crash)."""
+        if self.orders.setdefault(order_id, job_id) == job_id:
+            self.save()
+
+    def window(self, started):
+        """(intake start, read-from), epoch seconds: orders made before the
+        engine first ran with orders on (``started``, the first time) are never
+        forwarded (they were sold before, and handled some other way); reading
+        resumes where it stopped, with RECONCILE_OVERLAP."""
+        if 'intakeSince' not in self.items:
+            self.items['intakeSince'] = started
+            self.save()
+        since = self.items['intakeSince']
+        return since, max(since, self.items.get('readTo', since) - RECONCILE_OVERLAP)
+
+    def read_to(self, when):
+        self.items['readTo'] = when
+        self.save()
 
 
 class OrderDesk:
@@ -147,6 +202,31 @@ class OrderDesk:
             raise AdapterError(f'shopify: order {gid} does not exist', adapter='shopify',
                                retryable=False)
         return order
+
+    def recent_orders(self, since):
+        """The Shopify orders changed since ``since`` (epoch s), oldest change
+        first: ``{id, name, createdAt, updatedAt (epoch s), cancelled,
+        unfulfilled}``; no customer data is asked for."""
+        after, search = None, f"updated_at:>='{iso_time(since)}'"
+        for _ in range(RECENT_PAGES):
+            data = self.shopify.client.graphql(RECENT_QUERY, {'query': search, 'after': after},
+                                               cost=RECENT_COST)
+            page = data['orders']
+            for node in page['nodes']:
+                yield {'id': node['id'], 'name': node['name'],
+                       'createdAt': epoch(node['createdAt']),
+                       'updatedAt': epoch(node['updatedAt']),
+                       'cancelled': bool(node.get('cancelledAt')),
+                       'unfulfilled': node.get('displayFulfillmentStatus') == 'UNFULFILLED'}
+            if not page['pageInfo']['hasNextPage']:
+                return
+            after = page['pageInfo']['endCursor']
+
+    def products_of(self, gid):
+        """The product gids of a Shopify order's line items."""
+        data = self.shopify.client.graphql(PRODUCTS_QUERY, {'id': gid}, cost=PRODUCTS_COST)
+        items = ((data.get('order') or {}).get('lineItems') or {}).get('nodes') or []
+        return [(item.get('product') or {}).get('id') for item in items]
 
     def printify_lines(self, order, listings, ctx):
         """Printify line items of the order's engine products; the rest, ignored."""
@@ -251,6 +331,15 @@ def address_to(address, email):
               'phone': 'phone'}
     shaped = {ours: address.get(theirs) or '' for ours, theirs in fields.items()}
     return {**shaped, 'email': email or ''}
+
+
+def iso_time(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+        '%Y-%m-%dT%H:%M:%SZ')
+
+
+def epoch(text):
+    return datetime.datetime.fromisoformat(text.replace('Z', '+00:00')).timestamp()
 
 
 def redact(text, order):

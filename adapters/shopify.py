@@ -103,10 +103,13 @@ class ShopifyClient(ApiClient):
             return response.text[:200] or response.reason
         return str(body.get('errors', body))[:300] if isinstance(body, dict) else str(body)
 
-    def graphql(self, query, variables=None, cost=MUTATION_COST):
-        """The ``data`` of one GraphQL call, after any throttling waits."""
+    def graphql(self, query, variables=None, cost=MUTATION_COST, once=False):
+        """The ``data`` of one GraphQL call, after any throttling waits.
+
+        ``once``: a mutation that must not happen twice: a 5xx or a lost
+        connection raises UnclearAnswer instead of sending it again."""
         for _ in range(self.max_waits):
-            body = self._paced_call(query, variables, cost)
+            body = self._paced_call(query, variables, cost, once)
             self._note_cost(body)
             errors = body.get('errors') or []
             if any(error_code(e) == 'THROTTLED' for e in errors):
@@ -121,7 +124,7 @@ class ShopifyClient(ApiClient):
             return body.get('data') or {}
         raise AdapterError('shopify: still throttled after several waits', adapter='shopify')
 
-    def _paced_call(self, query, variables, cost):
+    def _paced_call(self, query, variables, cost, once=False):
         """Send once the bucket holds ``cost``, spending it at once so that
         concurrent calls see what is left; the very first call goes alone,
         to learn the bucket."""
@@ -129,12 +132,12 @@ class ShopifyClient(ApiClient):
         with self._bucket:
             self._wait_for_points(cost)
             if self.available is None:
-                return self.call('POST', '/graphql.json', json=payload) or {}
+                return self.call('POST', '/graphql.json', json=payload, once=once) or {}
             self.available = self._estimate() - cost
             self.reported_at = time.monotonic()
             self.in_flight += cost
         try:
-            return self.call('POST', '/graphql.json', json=payload) or {}
+            return self.call('POST', '/graphql.json', json=payload, once=once) or {}
         finally:
             self.in_flight -= cost
 
