@@ -1929,6 +1929,18 @@ class Engine:
             log.warning('took %d Shopify order(s) that no webhook brought', taken)
         return taken
 
+    def register_webhooks(self):
+        """At start, with PUBLIC_URL set: subscribe the webhook routes to the
+        order topics (a WARNING when that fails; the reconciler still polls)."""
+        try:
+            desk = self.order_desk()
+            if desk is not None:
+                added = desk.register_webhooks(self.public_url,
+                                               self.settings.printify_webhook_secret)
+                log.info('order webhooks: %s', ', '.join(added) or 'already subscribed')
+        except AdapterError as exc:
+            log.warning('order webhooks were not subscribed: %s', exc)
+
     def follow_orders(self):
         """The order poll: Shopify's recent orders, then the forwarded ones."""
         try:
@@ -3877,6 +3889,8 @@ def serve(settings):
     engine.public_url = settings.public_url.rstrip('/') or \
         f'http://{url_host(settings.host)}:{server.server_port}'
     engine.start()
+    if settings.public_url:
+        gevent.spawn(engine.register_webhooks)
     scheduler = start_scheduler(engine)
     announce(engine, server.server_port)
     sd_notify('READY=1')

@@ -15,6 +15,7 @@ a listing (the Shopify product and the Printify product it sells, linked by
                                   production unless ORDER_HOLD
         .recent_orders(since), .products_of(order)
                                   what the reconciler reads (no customer data)
+        .register_webhooks(public_url, printify_secret)   at start, with PUBLIC_URL
 
 What happens to a forwarded order after that is adapters/shipments.py's.
 
@@ -74,6 +75,17 @@ RECENT_QUERY = '''query Recent($query: String!, $after: String) {
 PRODUCTS_QUERY = '''query Products($id: ID!) {
   order(id: $id) { lineItems(first: %d) { nodes { product { id } } } }
 }''' % LINE_ITEMS
+
+
+SUBSCRIBE = '''mutation Subscribe($topic: WebhookSubscriptionTopic!,
+                          $subscription: WebhookSubscriptionInput!) {
+  webhookSubscriptionCreate(topic: $topic, webhookSubscription: $subscription) {
+    webhookSubscription { id }
+    userErrors { field message }
+  }
+}'''
+SHOPIFY_TOPICS = ('ORDERS_CREATE', 'ORDERS_CANCELLED')
+PRINTIFY_TOPICS = ('order:shipment:created', 'order:shipment:delivered', 'order:updated')
 
 
 def verify_shopify(secret, body, signature):
@@ -228,6 +240,34 @@ class OrderDesk:
         items = ((data.get('order') or {}).get('lineItems') or {}).get('nodes') or []
         return [(item.get('product') or {}).get('id') for item in items]
 
+    def register_webhooks(self, public_url, printify_secret):
+        """Subscribe ``public_url``'s webhook routes to the order topics, on
+        Shopify and (with a secret to sign them) on Printify; a subscription
+        that exists already is kept. Returns what was added."""
+        added = []
+        for topic in SHOPIFY_TOPICS:
+            data = self.shopify.client.graphql(SUBSCRIBE, {'topic': topic, 'subscription': {
+                'callbackUrl': f'{public_url}/webhooks/shopify', 'format': 'JSON'}})
+            payload = data.get('webhookSubscriptionCreate') or {}
+            errors = [e.get('message', '') for e in payload.get('userErrors') or []]
+            if errors and not all('already been taken' in e for e in errors):
+                raise AdapterError(f'shopify: subscribing to {topic}: {"; ".join(errors)}',
+                                   adapter='shopify', retryable=False)
+            if payload.get('webhookSubscription'):
+                added.append(f'shopify {topic}')
+        if not printify_secret:
+            return added
+        shop_id = self.printify.shop()['id']
+        url = f'{public_url}/webhooks/printify'
+        have = {hook.get('topic') for hook in self.printify.client.call(
+            'GET', f'/shops/{shop_id}/webhooks.json') or [] if hook.get('url') == url}
+        for topic in PRINTIFY_TOPICS:
+            if topic not in have:
+                self.printify.client.call('POST', f'/shops/{shop_id}/webhooks.json', json={
+                    'topic': topic, 'url': url, 'secret': printify_secret}, once=True)
+                added.append(f'printify {topic}')
+        return added
+
     def printify_lines(self, order, listings, ctx):
         """Printify line items of the order's engine products; the rest, ignored."""
         lines, ignored = [], []
@@ -301,9 +341,22 @@ class OrderDesk:
         return None
 
     def send(self, shop_id, order_id, order, ctx):
-        self.printify.client.call(
-            'POST', f'/shops/{shop_id}/orders/{order_id}/send_to_production.json')
-        ctx.log(f'order {order["name"]}: sent Printify order {order_id} to production')
+        """Send the order to production. Printify refuses a second send, so
+        after an unclear answer (or such a refusal) the order's status says
+        whether the first one took effect."""
+        try:
+            self.printify.client.call(
+                'POST', f'/shops/{shop_id}/orders/{order_id}/send_to_production.json',
+                once=True)
+        except AdapterError as exc:
+            status = self.printify.client.call(
+                'GET', f'/shops/{shop_id}/orders/{order_id}.json').get('status')
+            if status in ('on-hold', 'canceled', None):
+                raise
+            ctx.log(f'order {order["name"]}: Printify order {order_id} is {status} already '
+                    f'({exc}); not sent again', 'WARNING')
+        else:
+            ctx.log(f'order {order["name"]}: sent Printify order {order_id} to production')
         return int(time.time())
 
 

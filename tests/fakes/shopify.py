@@ -141,7 +141,7 @@ greenlet (the change answers at once) unless the control body says
 Control routes: ``POST /_fake/config``, ``GET /_fake/requests``,
 ``POST /_fake/reset``, ``GET /_fake/state`` (products with ``createdBy``
 api|channel, created_by_api, created_by_channel, throttled, total_requests,
-staged_uploads, publications, orders (with their fulfillmentOrders and
+staged_uploads, errors (500s answered), publications, orders (with their fulfillmentOrders and
 displayFulfillmentStatus), fulfillments (with notifyCustomer, message,
 trackingInfo, lineItems), fulfillments_created, webhook_subscriptions,
 webhook_deliveries: ``{topic, url, webhook_id, event_id, attempt, status
@@ -2089,7 +2089,7 @@ class ShopifyFake(OrderDesk):
         self.staged = {}                            # key -> staged target record
         self.operations = {}                        # ProductSetOperation gid -> product gid
         self.serial = 0
-        self.counts = {'throttled': 0, 'total_requests': 0, 'staged_uploads': 0,
+        self.counts = {'throttled': 0, 'errors': 0, 'total_requests': 0, 'staged_uploads': 0,
                        'external_downloads': 0}
         self.bucket = {'level': float(self.scenario['bucket_max']), 'at': time.monotonic()}
         self.random = random.Random(self.scenario['error_seed'])
@@ -2243,6 +2243,7 @@ class ShopifyFake(OrderDesk):
 
     def internal_error(self, rule):
         status = int(rule.get('status', 500))
+        self.counts['errors'] += 1
         if status == 0:
             bottle.request.environ['fake.drop'] = True
         request_id = secrets.token_hex(8)
