@@ -9,7 +9,9 @@ import time
 
 import requests
 import socketio
+from playwright.sync_api import expect
 
+from test_dashboard import browser, dashboards  # noqa: F401 (fixtures)
 from test_orders import (SECRET, assert_no_personal_data, order_jobs, personal_data, sell,
                          shop_with_products, skus, wait_order)
 from test_platforms import PRINTIFY_TOKEN, platform_engine, state
@@ -108,7 +110,8 @@ def test_each_shipment_becomes_a_shopify_fulfilment_with_its_tracking(engines, f
     assert_no_personal_data(engine, json.dumps(updates))
 
 
-def test_a_poll_alone_finds_the_shipment_and_a_lost_answer_makes_no_second(engines, fakes):
+def test_a_poll_alone_finds_the_shipment_and_a_lost_answer_makes_no_second(engines, fakes,
+                                                                           dashboards):
     engine, printify, shopify, job = shop_with_products(engines, fakes, **FAST)
     tee = next(iter(skus(shopify, job).values()))
     sell(shopify, [{'sku': tee, 'quantity': 2}])
@@ -125,6 +128,12 @@ def test_a_poll_alone_finds_the_shipment_and_a_lost_answer_makes_no_second(engin
             ((r['json'] or {}).get('query') or '')]
     assert len(sent) == 1  # after the lost answer, the read found it: not sent again
     assert 'following Printify order' in engine.log() and 'answered 500' in engine.log()
+    dashboard = dashboards(engine)
+    page = dashboard.open()
+    page.locator('[data-filter="order"]').click()
+    expect(page.locator('tr.job-row .job-title')).to_have_text(
+        f'Order #1001 · shipped (FedEx {shipped["number"]})')
+    dashboard.close()
 
 
 def test_a_cancel_before_production_cancels_the_printify_order(engines, fakes):

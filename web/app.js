@@ -120,8 +120,11 @@ function summary(job) {
     return `Batch of ${plural(items.length, 'item')}${first ? `: ${first}${items.length > 1 ? ', …' : ''}` : ''}`;
   }
   if (job.type === 'order') {
-    const status = job.result && job.result.orderStatus;
-    return `Order ${request.shopifyOrderName || request.shopifyOrderId || ''}${status ? ` · ${status}` : ''}`;
+    const result = job.result || {};
+    const status = (result.orderStatus || '').replace('_', ' ');
+    const shipped = (result.shipments || []).map((s) => `${s.carrier} ${s.trackingNumber}`);
+    const tracking = status === 'shipped' && shipped.length ? ` (${shipped.join(', ')})` : '';
+    return `Order ${request.shopifyOrderName || request.shopifyOrderId || ''}${status ? ` · ${status}${tracking}` : ''}`;
   }
   const about = request.title || request.image || '';
   return `Custom: ${request.handler || 'handler'}${about ? ` · ${about}` : ''}`;
