@@ -158,7 +158,8 @@ class OrderBook(DurableDict):
 
     def restore(self, order_id, job_id):
         """Put back an order whose job was saved but not its line here (a crash)."""
-        if self.orders.setdefault(order_id, job_id) == job_id:
+        if order_id not in self.orders:
+            self.orders[order_id] = job_id
             self.save()
 
     def window(self, started):

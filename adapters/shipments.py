@@ -91,9 +91,6 @@ class OrderFollower:
         self._locks = KeyedLocks()
         self._greenlets = gevent.pool.Group()
 
-    def __len__(self):
-        return len(self.followed)
-
     def watch(self, job_id, result):
         """Follow the Printify order of a finished order job (durably)."""
         result = result or {}
