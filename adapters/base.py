@@ -25,12 +25,14 @@ again later can help (``retryable``). Anything else an adapter raises is a bug
 and fails the job without retry.
 """
 
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 
 __all__ = [
     'Adapter', 'AdapterError', 'Artwork', 'ConfigError', 'DesignBrief', 'ImageBackend',
     'ImageFile', 'ImageSpec', 'PodEngineError', 'ProductType', 'PromptWriter',
-    'Publisher', 'Record',
+    'Publisher', 'Record', 'write_atomic',
 ]
 
 
@@ -270,3 +272,37 @@ class Publisher(Adapter):
         """Why orders for products made this way would not be fulfilled,
         given every configured publisher: start-up WARNINGs (list of text)."""
         return []
+
+
+###############################################################################
+# Files #######################################################################
+###############################################################################
+
+def write_atomic(path, write, adapter):
+    """Write ``path`` through ``write(fileobj)`` via a temp file in the same
+    directory and a rename, so nobody ever reads half a file.
+
+    :raises AdapterError: (retryable) when the disk says no
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    except OSError as exc:
+        raise AdapterError(f'cannot write {path}: {exc}', adapter=adapter) from exc
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are served
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove_quietly(tmp)
+        if isinstance(exc, OSError):
+            raise AdapterError(f'cannot write {path}: {exc}', adapter=adapter) from exc
+        raise
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass  # the write already failed; that error is the one to report

@@ -19,10 +19,8 @@ import html
 import itertools
 import json
 import math
-import os
 import random
 import re
-import tempfile
 import time
 import unicodedata
 from functools import lru_cache
@@ -30,7 +28,7 @@ from typing import NamedTuple
 
 from PIL import Image, ImageChops, ImageColor, ImageDraw, ImageFilter, ImageFont
 
-from .base import AdapterError, ImageBackend, ImageFile, Publisher
+from .base import AdapterError, ImageBackend, ImageFile, Publisher, write_atomic
 
 __all__ = ['LocalImageBackend', 'LocalPublisher']
 
@@ -626,36 +624,6 @@ def compose(prompt, seed, width, height, caption=''):
 ###############################################################################
 # Files #######################################################################
 ###############################################################################
-
-def write_atomic(path, write, adapter):
-    """Write ``path`` through ``write(fileobj)`` via a temp file in the same
-    directory and a rename, so nobody ever reads half a file.
-
-    :raises AdapterError: (retryable) when the disk says no
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    except OSError as exc:
-        raise AdapterError(f'cannot write {path}: {exc}', adapter=adapter) from exc
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are served
-        os.replace(tmp, path)
-    except BaseException as exc:
-        _remove_quietly(tmp)
-        if isinstance(exc, OSError):
-            raise AdapterError(f'cannot write {path}: {exc}', adapter=adapter) from exc
-        raise
-
-
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass  # the write already failed; that error is the one to report
-
 
 def save_png(image, path, adapter):
     """Save ``image`` as a 300 dpi PNG, atomically."""

@@ -15,13 +15,12 @@ trimmed art into an exact print file. Everything here is pure Pillow + NumPy
 on images in memory: the engine decides what to do with the numbers.
 """
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from .base import AdapterError
+from .base import AdapterError, write_atomic
 
 __all__ = [
     'BACKGROUND_MODES', 'GARMENT_COLOURS', 'PLACEMENTS', 'Placement', 'coverage',
@@ -444,7 +443,8 @@ def with_art_alpha(data_dir, art, enlarged, model):
 
 
 def save_png(image, target, dpi=PRINT_DPI, level=3):
-    """Write ``image`` to ``target`` through a temp file and a rename."""
-    temp = target.with_name('.' + target.name + '.tmp')
-    image.save(temp, 'PNG', dpi=(dpi, dpi), compress_level=level)
-    os.replace(temp, target)
+    """Write ``image`` to ``target`` through a temp file of its own and a
+    rename: a cancelled attempt's render thread may still be writing the same
+    file as its retry."""
+    write_atomic(target, lambda f: image.save(f, 'PNG', dpi=(dpi, dpi), compress_level=level),
+                 'printready')

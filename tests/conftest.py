@@ -22,6 +22,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 LISTENING = re.compile(r'listening on (http://[\d.]+:\d+)')
+FINISHED = {'completed', 'failed', 'cancelled'}  # a job in one of these stays there
 
 # Settings that keep tests quick; a test overrides any of them.
 FAST = {
@@ -105,14 +106,18 @@ class EngineProcess:
         return response.json()
 
     def wait_for(self, job_id, *statuses, timeout=30, where=None):
-        """Poll the job until its status is one of ``statuses`` (and ``where``)."""
+        """Poll the job until its status is one of ``statuses`` (and ``where``);
+        a job that finished otherwise fails at once, with its last log lines."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.job(job_id)
             if job['status'] in statuses and (where is None or where(job)):
                 return job
+            if job['status'] in FINISHED and job['status'] not in statuses:
+                break
             time.sleep(0.03)
-        raise AssertionError(f'{job_id} never reached {statuses}: {job}')
+        logs = '\n'.join(f"  {line['type']} {line['message']}" for line in job['logs'][-15:])
+        raise AssertionError(f'{job_id} is {job["status"]}, never reached {statuses}:\n{logs}')
 
     # Stopping ------------------------------------------------------------
 

@@ -147,6 +147,33 @@ def test_render_print_writes_an_exact_transparent_print_file(tmp_path):
     assert 0.1 < made['coverage'] < 0.5
 
 
+def test_two_renders_of_one_print_file_at_once_both_finish(tmp_path):
+    # A cancelled attempt's render thread runs on while its retry renders the
+    # same file: each writes through a temp file of its own.
+    import threading
+    subject((255, 255, 255)).save(tmp_path / 'design.png')
+    art = printready.prepare_art(tmp_path, {'path': 'design.png', 'width': 1024,
+                                            'height': 1024, 'backend': 'comfyui'}, 'auto')
+    made, failed, start = [], [], threading.Barrier(4)
+
+    def render():
+        start.wait()
+        try:
+            made.append(printready.render_print(tmp_path, art, AREA, 'chest'))
+        except Exception as exc:  # noqa: BLE001 - the failure is the finding
+            failed.append(exc)
+
+    threads = [threading.Thread(target=render) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failed and len(made) == 4 and len({m['path'] for m in made}) == 1
+    with Image.open(tmp_path / made[0]['path']) as png:
+        assert png.size == AREA
+    assert not [p for p in (tmp_path / made[0]['path']).parent.iterdir() if p.name.endswith('.tmp')]
+
+
 def test_art_laid_out_for_print_is_kept_whole(tmp_path):
     Image.new('RGBA', AREA, (10, 200, 10, 255)).save(tmp_path / 'local.png', dpi=(300, 300))
     image = {'path': 'local.png', 'width': 4500, 'height': 5400, 'backend': 'local',

@@ -206,7 +206,7 @@ def batch_through_a_crash(engines, tmp_path, printify, shopify, **env):
     job_id = generate(first, ('tshirt', 'hoodie'), count=10, maxRetries=5)
     crash_after_a_create(first, printify)
     second = platform_engine(engines, printify, shopify, data_dir=data, **env)
-    job = second.wait_for(job_id, 'completed', timeout=240)
+    job = second.wait_for(job_id, 'completed', timeout=150)  # under pytest's 180 s
     printify.configure(error_rate=0)  # what follows reads the outcome
     shopify.configure(error_rate=0)
     return second, job
