@@ -687,7 +687,12 @@ class JobStore:
     once the change is on disk (or raises StoreError). A store may swap a
     finished job's dict in the table for an ArchivedJob, which keeps the few
     fields the engine filters on in memory and reads the rest back from disk.
+
+    ``commits`` counts the fsyncs that made changes durable and ``changes``
+    the changes they carried (both 0 in a store that writes nothing).
     """
+
+    commits = changes = 0
 
     def open(self):
         """Load what is stored.
@@ -1320,6 +1325,8 @@ class JournalStore(JobStore):
             batch.set_exception(StoreError(f'could not save to disk: {exc}'))
             return
         self._since_compact += len(lines)
+        self.commits += 1
+        self.changes += len(lines)
         self._settle(saved, on_disk=True)
         batch.set(None)
 
@@ -2915,6 +2922,10 @@ class EngineCollector:
         yield GaugeMetricFamily('pod_queue_depth', 'Jobs waiting to run (queued or in '
                                 'retry delay)', value=engine.counts[PENDING])
         yield self.websocket_clients(engine)
+        yield CounterMetricFamily('pod_store_commits', 'Journal fsyncs; changes that '
+                                  'arrive together share one', value=engine.store.commits)
+        yield CounterMetricFamily('pod_store_changes', 'Job and counter changes made '
+                                  'durable', value=engine.store.changes)
         yield from self.upstream(engine)
 
     @staticmethod

@@ -69,3 +69,24 @@ def test_monitors_bench_quick():
     events = re.search(r'log events per client: (\d+)\.\.(\d+)', out)
     assert events and events.group(1) == events.group(2) != '0', out
     assert 'HTTP errors: 0' in out, out
+
+
+def test_http_bench_quick():
+    """bench/http_load.py --quick: each hot path beside the bare stack, and
+    every 201 still there after kill -9."""
+    result = subprocess.run([sys.executable, str(ROOT / 'bench' / 'http_load.py'), '--quick'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    for case in ('GET job', 'GET metrics', 'POST job'):
+        assert re.search(rf'^{case}\s+bare\s+\d+\s+[\d.]+ ms\s+[\d.]+ ms$', out, re.M), out
+        assert re.search(rf'^{case}\s+engine\s+\d+\s+[\d.]+ ms\s+[\d.]+ ms\s+\d+\.\d\d$', out,
+                         re.M), out
+        assert re.search(rf'^ratio {case} / bare: \d+\.\d\d \(target >= [\d.]+\)$', out,
+                         re.M), out
+    durable = re.search(r'^durable POST: (\d+) jobs got a 201, (\d+) stored, (\d+) after kill -9'
+                        r'.*: (\d+\.\d\d) fsyncs a submit$', out, re.M)
+    assert durable, out
+    accepted, stored, restored, per_submit = durable.groups()
+    assert int(accepted) > 1 and accepted == stored == restored
+    assert float(per_submit) < 1, 'concurrent submits did not share fsyncs'

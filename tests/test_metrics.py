@@ -65,3 +65,33 @@ def test_metrics_need_the_api_key_when_one_is_set(engines):
     engine = engines.start(POD_API_KEY='metrics-key-123456')
     assert engine.get('/metrics').status_code == 401
     assert 'pod_jobs' in scrape(engine, Authorization='Bearer metrics-key-123456')
+
+
+def test_concurrent_submits_share_fsyncs(engines):
+    """Group commit: submits that arrive while a journal fsync is in flight
+    are made durable by the next one, and each 201 comes after its own."""
+    import threading
+    engine = engines.start(CUSTOM_HANDLERS='testkit', MAX_CONCURRENT_JOBS=1)
+    before = scrape(engine)
+    start, ids = threading.Barrier(40), []
+
+    def submit():
+        start.wait()
+        ids.append(engine.submit(sleep_job(60)))
+
+    threads = [threading.Thread(target=submit) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    after = scrape(engine)
+    commits = value(after['pod_store_commits'], '_total') - value(before['pod_store_commits'],
+                                                                  '_total')
+    changes = value(after['pod_store_changes'], '_total') - value(before['pod_store_changes'],
+                                                                  '_total')
+    assert len(ids) == 40 and changes >= 40
+    assert 1 <= commits < changes, (commits, changes)
+    engine.kill9()
+    again = engines.start(CUSTOM_HANDLERS='testkit', MAX_CONCURRENT_JOBS=1,
+                          data_dir=engine.data_dir)
+    assert all(again.job(job_id)['id'] == job_id for job_id in ids)
