@@ -117,7 +117,8 @@ class EngineProcess:
                 break
             time.sleep(0.03)
         logs = '\n'.join(f"  {line['type']} {line['message']}" for line in job['logs'][-15:])
-        raise AssertionError(f'{job_id} is {job["status"]}, never reached {statuses}:\n{logs}')
+        asked = f'{statuses}' + (' with the condition asked' if where else '')
+        raise AssertionError(f'{job_id} is {job["status"]}, never reached {asked}:\n{logs}')
 
     # Stopping ------------------------------------------------------------
 
