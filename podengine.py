@@ -1553,9 +1553,18 @@ class JobQueue:
 # Workers: the engine and the life of a job ###################################
 ###############################################################################
 
+JOB_ID_ALPHABET = string.digits + string.ascii_lowercase
+
+
 def new_job_id():
-    alphabet = string.digits + string.ascii_lowercase
-    return f'job_{now_ms()}_{"".join(secrets.choice(alphabet) for _ in range(9))}'
+    # One draw from the system's randomness, not one per character (nine
+    # getrandom() calls were 5 % of a submit).
+    number = secrets.randbelow(36 ** 9)
+    tail = []
+    for _ in range(9):
+        number, digit = divmod(number, 36)
+        tail.append(JOB_ID_ALPHABET[digit])
+    return f'job_{now_ms()}_{"".join(tail)}'
 
 
 def new_job(job_type, request, priority, max_retries):

@@ -4,8 +4,10 @@ Three requests, each sent for a fixed time over many keep-alive connections:
 
   GET job      GET /api/jobs/{id} of a finished job
   GET metrics  GET /api/metrics
-  POST job     POST /api/jobs of a no-op custom job, persistence on: each 201
-               answers only once its job is fsynced to the journal
+  POST job     POST /api/jobs of a custom job, persistence on: each 201
+               answers only once its job is fsynced to the journal. The job
+               waits in the queue (one worker, busy), as a seller's designs
+               do: the figure is the submit's, not a no-op job's whole life
 
 and each against two servers, one after the other:
 
@@ -54,11 +56,11 @@ import requests  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine_process import (engine_env, start_engine, stop_engine,  # noqa: E402
-                            write_noop_plugin)
+from engine_process import engine_env, start_engine, stop_engine  # noqa: E402
 
 PLUGIN = 'bench_http_noop'
-POST_BODY = json.dumps({'type': 'custom', 'request': {'handler': 'noop'}}).encode()
+POST_BODY = json.dumps({'type': 'custom', 'request': {'handler': 'wait'}}).encode()
+FIRST_BODY = json.dumps({'type': 'custom', 'request': {'handler': 'noop'}}).encode()
 CASES = ('GET job', 'GET metrics', 'POST job')
 TARGETS = {'GET job': 0.85, 'GET metrics': 0.85, 'POST job': 0.6}
 LISTENING = re.compile(r'listening on (http://[\d.]+:\d+)')
@@ -121,15 +123,23 @@ def start_bare(bodies, folder):
 
 # The engine -----------------------------------------------------------------
 
+def write_plugin(folder):
+    """Handlers ``noop`` (done at once) and ``wait`` (holds its worker)."""
+    (Path(folder) / f'{PLUGIN}.py').write_text(
+        '"""Handlers for bench/http_load.py."""\n\nimport gevent\n\n'
+        "HANDLERS = {'noop': lambda request, ctx: {}, "
+        "'wait': lambda request, ctx: gevent.sleep(3600)}\n")
+
+
 def start(folder, data):
     env = engine_env(plugin_folder=folder, DATA_DIR=data, ENABLE_PERSISTENCE='true',
-                     CUSTOM_HANDLERS=PLUGIN)
+                     CUSTOM_HANDLERS=PLUGIN, MAX_CONCURRENT_JOBS=1, SHUTDOWN_GRACE_MS=100)
     return start_engine(env, Path(folder) / f'engine-{time.monotonic_ns()}.log')
 
 
 def prepare(url):
     """A finished job to read, and the bodies the engine answers."""
-    created = requests.post(url + '/api/jobs', data=POST_BODY,
+    created = requests.post(url + '/api/jobs', data=FIRST_BODY,
                             headers={'Content-Type': 'application/json'}, timeout=10)
     if created.status_code != 201:
         raise BenchError(f'POST /api/jobs answered {created.status_code}: {created.text}')
@@ -268,7 +278,7 @@ def measure(url, case, job_id, args, folder):
 
 def run(args):
     folder = tempfile.mkdtemp(prefix='pod-bench-http-')
-    write_noop_plugin(folder, PLUGIN)
+    write_plugin(folder)
     data = Path(folder) / 'data'
     engine, url = start(folder, data)
     bare = None
@@ -314,9 +324,11 @@ def report(rows, args, stored, restored, commits, changes):
         print(f'ratio {case} / bare: {ratio:.2f} (target >= {TARGETS[case]})')
     accepted = 1 + rows['POST job', 'engine'][3][201]  # and the job read by GET job
     print(f'durable POST: {accepted} jobs got a 201, {stored} stored, {restored} after kill -9 '
-          f'and a restart; {commits} journal fsyncs for {changes} changes (submits and the '
-          f'no-op jobs running): {commits / accepted:.2f} fsyncs a submit')
-    if not restored == stored == accepted:
+          f'and a restart; {commits} journal fsyncs for {changes} changes: '
+          f'{commits / accepted:.2f} fsyncs a submit')
+    # wrk leaves its last requests unanswered when time is up: the engine may
+    # have stored a few more jobs than wrk counted 201s.
+    if not restored == stored >= accepted:
         raise BenchError(f'{accepted} jobs got a 201, {stored} were stored and {restored} '
                          f'were there after kill -9')
 
