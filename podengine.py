@@ -79,7 +79,7 @@ from adapters.publishing import PublishFollower
 from adapters.shipments import OrderFollower
 from adapters.templates import copy_for
 from adapters.base import (AdapterError, Artwork, ConfigError, DesignBrief, ImageFile,
-                           ImageSpec, PodEngineError, ProductType)
+                           ImageSpec, PodEngineError, ProductType, write_atomic)
 
 __version__ = '1.0.0'
 __all__ = [
@@ -3519,11 +3519,10 @@ def make_thumbnail(source, target, width):
     try:
         with Image.open(source) as image:
             image.thumbnail((width, width * 2), Image.LANCZOS)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f'.{target.name}.tmp')
-            image.save(temp, 'PNG')
-            os.replace(temp, target)
-    except (OSError, ValueError, Image.DecompressionBombError):
+            # A temp file of its own: two first requests of one thumbnail
+            # render it side by side.
+            write_atomic(target, lambda f: image.save(f, 'PNG'), 'thumbnails')
+    except (OSError, ValueError, Image.DecompressionBombError, AdapterError):
         raise NotFound('Not an image') from None
 
 

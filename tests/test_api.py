@@ -272,3 +272,16 @@ def test_thumbnails_are_small_and_stay_inside_data_dir(shared):
     error_of(shared.get('/thumbs/inbox/big.png?w=5000'), 400)
     error_of(shared.get('/thumbs/../secret.txt'), 404)
     error_of(shared.get('/thumbs/inbox/ok.txt'), 404)
+
+
+def test_first_requests_of_one_thumbnail_at_once_all_get_it(shared):
+    # Each renders it (none is cached yet), through a temp file of its own.
+    from concurrent.futures import ThreadPoolExecutor
+    from PIL import Image
+    (shared.data_dir / 'inbox').mkdir(exist_ok=True)
+    Image.new('RGB', (2400, 3000), 'teal').save(shared.data_dir / 'inbox' / 'wide.png')
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: shared.get('/thumbs/inbox/wide.png?w=300'), range(8)))
+    assert [a.status_code for a in answers] == [200] * 8, [a.text[:100] for a in answers]
+    folder = shared.data_dir / '.thumbs' / '300' / 'inbox'
+    assert [p.name for p in folder.iterdir()] == ['wide.png']  # no temp file left
