@@ -574,12 +574,14 @@ class RequestSchemas:
         schemas = self.document['components']['schemas']
         schemas['ProductType']['enum'] = sorted(product_types)
         schemas['HandlerName']['enum'] = sorted(handlers)
-        self._validators = {}
+        self._components = with_python_patterns(self.document['components'])
+        self._branches = {}    # schema name -> branch_key() of it
+        self._validators = {}  # (schema name, branch value or None) -> validator
 
     def check(self, name, data, where=''):
         """Raise ValidationError, naming the field, unless ``data`` fits schema ``name``."""
-        fast = self._branch_validator(name, data)
-        if fast is not None and fast.is_valid(data):
+        quick = self._branch_validator(name, data)
+        if quick is not None and quick.is_valid(data):
             return data
         errors = list(self._validator(name).iter_errors(data))
         if errors:
@@ -596,16 +598,18 @@ class RequestSchemas:
                 found[key] = target['default']
         return found
 
-    def _validator(self, name):
-        if name not in self._validators:
-            components = with_python_patterns(self.document['components'])
+    def _validator(self, name, branch=None):
+        """Schema ``name``'s validator; with ``branch``, of its allOf cut to that branch."""
+        if (name, branch) not in self._validators:
+            schemas = self._components['schemas']
             # Each $ref resolved once, here: resolving them on every request
             # was 40 % of a submit's validation.
-            root = {**inline_refs(components['schemas'][name], components['schemas']),
-                    'components': components}
-            self._validators[name] = Draft202012Validator(root)
-        return self._validators[name]
-
+            schema = inline_refs(schemas[name], schemas)
+            if branch is not None:
+                schema = only_branch(schema, branch)
+            self._validators[name, branch] = Draft202012Validator(
+                {**schema, 'components': self._components})
+        return self._validators[name, branch]
 
     def _branch_validator(self, name, data):
         """The validator of the one if/then branch of schema ``name`` that
@@ -613,36 +617,29 @@ class RequestSchemas:
         the whole schema accepts, without testing every other branch's if;
         what it refuses goes to the whole schema, whose errors are the ones
         users read."""
-        key = (name, branch_value(self.document['components']['schemas'][name], data))
-        if key[1] is None:
+        if name not in self._branches:
+            self._branches[name] = branch_key(self._components['schemas'][name])
+        branches = self._branches[name]
+        if branches is None or not isinstance(data, dict):
             return None
-        if key not in self._validators:
-            components = with_python_patterns(self.document['components'])
-            whole = inline_refs(components['schemas'][name], components['schemas'])
-            self._validators[key] = Draft202012Validator(
-                {**only_branch(whole, key[1]), 'components': components})
-        return self._validators[key]
+        value = data.get(branches[0])
+        if not isinstance(value, str) or value not in branches[1]:
+            return None
+        return self._validator(name, value)
 
 
-def branch_value(schema, data):
-    """The value of the property that picks the branch of ``schema``'s allOf
-    that ``data`` takes, when that allOf is only ``if: {properties: {k:
-    {const: v}}, required: [k]}, then: ...`` branches on one property k."""
-    branches = schema.get('allOf')
-    if not branches or not isinstance(data, dict):
-        return None
+def branch_key(schema):
+    """``(k, values)`` when ``schema``'s allOf is only ``if: {properties: {k:
+    {const: v}}, required: [k]}, then: ...`` branches on one property k; else None."""
+    branches = schema.get('allOf') or []
     keys = {tuple(branch.get('if', {}).get('required', ())) for branch in branches}
-    if len(keys) != 1 or len(next(iter(keys))) != 1:
-        return None
-    (key,), = keys
-    value = data.get(key)
-    consts = [branch.get('if', {}).get('properties', {}).get(key, {}).get('const')
-              for branch in branches]
-    if not isinstance(value, str) or value not in consts or any(
+    if len(keys) != 1 or len(next(iter(keys))) != 1 or any(
             set(branch) != {'if', 'then'} or set(branch['if']) != {'properties', 'required'}
             for branch in branches):
         return None
-    return value
+    (key,), = keys
+    values = {branch['if']['properties'].get(key, {}).get('const') for branch in branches}
+    return key, {value for value in values if isinstance(value, str)}
 
 
 def only_branch(schema, value):

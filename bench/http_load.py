@@ -56,14 +56,13 @@ import requests  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine_process import engine_env, start_engine, stop_engine  # noqa: E402
+from engine_process import LISTENING, engine_env, start_engine, stop_engine  # noqa: E402
 
-PLUGIN = 'bench_http_noop'
+PLUGIN = 'bench_http_handlers'
 POST_BODY = json.dumps({'type': 'custom', 'request': {'handler': 'wait'}}).encode()
 FIRST_BODY = json.dumps({'type': 'custom', 'request': {'handler': 'noop'}}).encode()
 CASES = ('GET job', 'GET metrics', 'POST job')
 TARGETS = {'GET job': 0.85, 'GET metrics': 0.85, 'POST job': 0.6}
-LISTENING = re.compile(r'listening on (http://[\d.]+:\d+)')
 
 
 class BenchError(Exception):
