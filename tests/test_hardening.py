@@ -2,12 +2,15 @@
 shutdown, the systemd watchdog, and a disk that fills up."""
 
 import json
+import logging
 import time
 
 import pytest
 import requests
 import socketio
 import websocket
+
+import podengine
 
 from test_events import Recorder, socketio_client
 from test_jobs import sleep_job
@@ -187,3 +190,12 @@ def test_a_full_disk_refuses_jobs_and_keeps_the_good_state(engines, tmp_path):
     present = {job['id'] for job in after.get('/api/jobs').json()}
     assert set(accepted) <= present
     after.post(f'/api/jobs/{blocker}/cancel')
+
+
+def test_the_log_stamp_made_once_a_second_reads_as_loggings_own():
+    mine = podengine.StampFormatter('%(asctime)s %(message)s')
+    theirs = logging.Formatter('%(asctime)s %(message)s')
+    for created in (1_800_000_000.0, 1_800_000_000.999, 1_800_000_001.0015, 1_800_000_061.5):
+        record = logging.makeLogRecord({'msg': 'x', 'created': created,
+                                        'msecs': (created - int(created)) * 1000})
+        assert mine.format(record) == theirs.format(record)
