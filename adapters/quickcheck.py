@@ -63,6 +63,8 @@ class Compiler:
 
     def kw_type(self, names, schema):
         names = [names] if isinstance(names, str) else names
+        if any(name not in TYPES for name in names):
+            raise Unsupported(f'type {names!r}')
         tests = [TYPES[name] for name in names]
         if len(tests) == 1:
             return tests[0]

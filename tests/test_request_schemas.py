@@ -128,6 +128,8 @@ def test_the_quick_check_follows_json_schema_on_corner_cases(schema, value, fits
 def test_a_keyword_it_does_not_know_leaves_the_schema_to_jsonschema():
     with pytest.raises(quickcheck.Unsupported, match='patternProperties'):
         quickcheck.compile_schema({'patternProperties': {'^a': {}}}, {})
+    with pytest.raises(quickcheck.Unsupported, match='type'):
+        quickcheck.compile_schema({'type': 'date'}, {})
     schemas = podengine.RequestSchemas(['tshirt'], {})
     schemas._components['schemas']['Odd'] = {'type': 'object', 'propertyNames': {'maxLength': 2}}
     assert schemas._quick_check('Odd') is None
