@@ -131,7 +131,10 @@ def test_a_poll_alone_finds_the_shipment_and_a_lost_answer_makes_no_second(engin
     dashboard = dashboards(engine)
     page = dashboard.open()
     page.locator('[data-filter="order"]').click()
-    expect(page.locator('tr.job-row .job-title')).to_have_text(
+    rows = page.locator('tr.job-row')  # the filter shows on the next frame: wait for it
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute('data-id', order_job['id'])
+    expect(rows.first.locator('.job-title')).to_have_text(
         f'Order #1001 · shipped (FedEx {shipped["number"]})')
     dashboard.close()
 
