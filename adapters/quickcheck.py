@@ -144,7 +144,23 @@ class Compiler:
         return lambda value: not is_number(value) or value <= high
 
     def kw_allOf(self, subs, schema):
-        return all_of([self.compile(sub) for sub in subs])
+        key = switch_key(subs)
+        if key is None:
+            return all_of([self.compile(sub) for sub in subs])
+        branches = {sub['if']['properties'][key]['const']: self.compile(sub['then'])
+                    for sub in subs}
+        every = all_of(list(branches.values()))
+
+        # One branch found by its key instead of every `if` tried in turn. Not
+        # an object: `properties` and `required` hold vacuously, so every `then` applies.
+        def switch(value):
+            if not isinstance(value, dict):
+                return every(value)
+            chosen = value.get(key)
+            if not isinstance(chosen, str) or chosen not in branches:
+                return True
+            return branches[chosen](value)
+        return switch
 
     def kw_anyOf(self, subs, schema):
         tests = [self.compile(sub) for sub in subs]
@@ -164,7 +180,36 @@ class Compiler:
 def all_of(tests):
     if len(tests) == 1:
         return tests[0]
-    return lambda value: all(test(value) for test in tests)
+
+    def every(value):  # a loop, not all() over a generator: this runs per keyword per value
+        for test in tests:
+            if not test(value):
+                return False
+        return True
+    return every
+
+
+def switch_key(subs):
+    """K when every one of ``subs`` is ``{if: {properties: {K: {const: <a
+    string>}}, required: [K]}, then: ...}`` with one K and distinct strings."""
+    keys, seen = set(), set()
+    for sub in subs:
+        if not isinstance(sub, dict) or set(sub) != {'if', 'then'}:
+            return None
+        condition = sub['if']
+        if not isinstance(condition, dict) or set(condition) != {'properties', 'required'}:
+            return None
+        properties = condition['properties']
+        if not isinstance(properties, dict) or len(properties) != 1:
+            return None
+        [(key, test)] = properties.items()
+        if test != {'const': test.get('const') if isinstance(test, dict) else None} or \
+                not isinstance(test['const'], str) or test['const'] in seen or \
+                condition['required'] != [key]:
+            return None
+        keys.add(key)
+        seen.add(test['const'])
+    return keys.pop() if len(keys) == 1 and len(subs) > 1 else None
 
 
 def is_number(value):

@@ -97,6 +97,12 @@ def test_every_schema_of_the_document_is_judged_as_jsonschema_does(name):
         assert quick(value) == whole.is_valid(value), f'{name} judged {value!r} otherwise'
 
 
+# allOf of if/then on one key's string const: judged by looking the branch up
+SWITCH = {'allOf': [{'if': {'properties': {'k': {'const': name}}, 'required': ['k']},
+                     'then': {'properties': {'n': {'type': kind}}, 'type': 'object'}}
+                    for name, kind in [('a', 'integer'), ('b', 'string')]]}
+
+
 @pytest.mark.parametrize('schema, value, fits', [
     ({'type': 'integer'}, 1.0, True), ({'type': 'integer'}, True, False),
     ({'const': 1}, True, False), ({'const': 1}, 1.0, True), ({'enum': [False]}, 0, False),
@@ -119,6 +125,11 @@ def test_every_schema_of_the_document_is_judged_as_jsonschema_does(name):
     ({'anyOf': [{'type': 'string'}, {'type': 'null'}]}, 1, False),
     ({'allOf': [{'type': 'number'}, {'maximum': 3}]}, 4, False),
     ({'type': ['string', 'null']}, None, True), ({'enum': ['a', 1]}, 1.0, True),
+    *((SWITCH, value, fits) for value, fits in [
+        ({'k': 'a', 'n': 1}, True), ({'k': 'a', 'n': 'x'}, False), ({'k': 'b', 'n': 'x'}, True),
+        ({'k': 'b', 'n': 1}, False), ({'k': 'c', 'n': None}, True), ({'n': 1}, True),
+        ({'k': 1, 'n': None}, True), ({'k': ['a'], 'n': None}, True),
+        ('a', False), ([], False)]),  # not an object: every `then` applies
 ])
 def test_the_quick_check_follows_json_schema_on_corner_cases(schema, value, fits):
     assert quickcheck.compile_schema(schema, {})(value) is fits
