@@ -33,6 +33,7 @@ import collections
 import dataclasses
 import fcntl
 import hashlib
+import heapq
 import hmac
 import importlib
 import io
@@ -72,6 +73,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from adapters import comfyui, printready, quickcheck
+from adapters.api import KeyedLocks
 from adapters.blocklist import Blocklist
 from adapters.orders import (Listings, OrderBook, OrderDesk, product_gid, verify_printify,
                              verify_shopify)
@@ -463,7 +465,8 @@ def as_job_failure(exc):
         return exc
     if isinstance(exc, AdapterError):
         return JobFailure(str(exc), retryable=exc.retryable)
-    transient = (requests.RequestException, OSError, gevent.Timeout)
+    # StoreError: the disk refused a checkpoint, not the job a step.
+    transient = (requests.RequestException, OSError, gevent.Timeout, StoreError)
     if isinstance(exc, transient):
         return JobFailure(f'{type(exc).__name__}: {exc}', retryable=True)
     # Anything else is a bug or bad input in a handler: the same call would
@@ -1208,7 +1211,7 @@ class JournalStore(JobStore):
         self.compact_every = compact_every
         self.jobs = JobTable(self.archive)
         self._docs = {}          # live job id -> its JSON text as last saved
-        self._finished = {}      # job id -> (job, archive line): to archive next
+        self._finished = {}      # job id -> its archive line: to archive next
         self._on_disk = {}       # live job id -> its public JSON as last on disk
         self._unsynced = collections.Counter()  # live job id -> saves not on disk yet
         self._saved = []         # (job id, public JSON) of each put in _lines
@@ -1299,7 +1302,7 @@ class JournalStore(JobStore):
         self._docs[job['id']] = text
         self._revive(job['id'])
         if job['status'] in FINISHED:
-            self._finished[job['id']] = (job, archive_line(job, public, checkpoints))
+            self._finished[job['id']] = archive_line(job, public, checkpoints)
         else:
             self._finished.pop(job['id'], None)
         return text, public
@@ -1385,19 +1388,18 @@ class JournalStore(JobStore):
             self._compact_now()
 
     def _compact_now(self):
-        moving = {job_id: (job, line, self._docs[job_id])
-                  for job_id, (job, line) in self._finished.items()}
+        moving = {job_id: (line, self._docs[job_id]) for job_id, line in self._finished.items()}
         forgotten, dead = self._forgotten, self.archive.dead_segments()
         snapshot = self._snapshot_text(text for job_id, text in self._docs.items()
                                        if job_id not in moving)
         self._finished, self._forgotten = {}, set()
         try:
             places = run_in_thread(self.archive.append,
-                                   [line for _, line, _ in moving.values()], forgotten)
+                                   [line for line, _ in moving.values()], forgotten)
             run_in_thread(self.db.storage.write_text, snapshot)
             self._restart_journal()
         except OSError:
-            self._finished = {**{job_id: entry[:2] for job_id, entry in moving.items()},
+            self._finished = {**{job_id: line for job_id, (line, _) in moving.items()},
                               **self._finished}
             self._forgotten |= forgotten
             raise
@@ -1421,13 +1423,13 @@ class JournalStore(JobStore):
 
     def _evict(self, moving, places):
         """Finished jobs leave memory: the table gets their ArchivedJob."""
-        for (job_id, (job, line, text)), (segment, offset) in zip(moving.items(), places):
+        for (job_id, (line, text)), (segment, offset) in zip(moving.items(), places):
             if self._docs.get(job_id) is not text:
                 continue  # changed while being archived: it stays live
             del self._docs[job_id]
             self._on_disk.pop(job_id, None)
             archived = self.archive.add(line, segment, offset)
-            if self.jobs.get(job_id) is job:
+            if job_id in self.jobs:
                 self.jobs[job_id] = archived
 
     def close(self):
@@ -1502,16 +1504,113 @@ class JobQueue:
         for _ in range(waiters):
             self._heap.put((-1, next(self._sequence), None))
 
+
+class Clock:
+    """The time the engine's retries and waits go by. Tests give the engine
+    one whose time they move (tests/test_job_life.py), so a backoff of
+    minutes passes in a millisecond."""
+
+    def now_ms(self):
+        return now_ms()
+
+    def wait(self, event, seconds):
+        """Until ``event`` is set or ``seconds`` have passed."""
+        event.wait(seconds)
+
+    def sleep(self, seconds):
+        gevent.sleep(seconds)
+
+
+class Timers:
+    """Jobs that wait for a moment (a retry's backoff), in one heap with one
+    greenlet, not a greenlet per waiting job. ``due(job_id)`` is called when
+    the job's moment comes.
+
+    A heap of ``(due ms, sequence, job id)``; as in JobQueue, a job's latest
+    sequence number is remembered, and entries that do not match it are skipped.
+    """
+
+    def __init__(self, due, clock):
+        self._due, self._clock = due, clock
+        self._heap, self._current = [], {}
+        self._sequence = itertools.count()
+        self._changed = gevent.event.Event()
+        self._runner = None
+
+    def add(self, job_id, at_ms):
+        sequence = next(self._sequence)
+        self._current[job_id] = sequence
+        heapq.heappush(self._heap, (at_ms, sequence, job_id))
+        if self._runner is None:
+            self._runner = gevent.spawn(self._run)
+        self._changed.set()
+
+    def discard(self, job_id):
+        self._current.pop(job_id, None)
+
     def __len__(self):
         return len(self._current)
 
-    def __contains__(self, job_id):
-        return job_id in self._current
+    def close(self):
+        if self._runner is not None:
+            self._runner.kill(block=False)
+            self._runner = None
+
+    def _run(self):
+        while True:
+            self._changed.clear()
+            while self._heap and self._current.get(self._heap[0][2]) != self._heap[0][1]:
+                heapq.heappop(self._heap)  # discarded, or added again since
+            if not self._heap:
+                self._clock.wait(self._changed, None)
+                continue
+            at_ms, _, job_id = self._heap[0]
+            wait = at_ms - self._clock.now_ms()
+            if wait > 0:
+                self._clock.wait(self._changed, wait / 1000)
+                continue
+            heapq.heappop(self._heap)
+            del self._current[job_id]
+            try:
+                self._due(job_id)
+            except Exception:
+                log.exception('the timer of %s failed', job_id)
 
 
 ###############################################################################
 # Workers: the engine and the life of a job ###################################
 ###############################################################################
+
+# A job's life: every move a job's status can make, from the statuses it
+# leaves to the one it enters. Engine._move is the only code that writes a
+# job's `status`, and only a move this table holds from where the job is.
+# (A job is born pending, in Engine.submit. A completed job's retry publishes
+# its failed products again and leaves it completed.)
+MOVES = {
+    'start': ((PENDING,), RUNNING),
+    'complete': ((RUNNING,), COMPLETED),
+    'fail': ((RUNNING,), FAILED),
+    'back off': ((RUNNING,), PENDING),  # a failed attempt waits for its retry
+    'interrupt': ((RUNNING,), PENDING),  # by a stop, or by a crash found at start
+    'cancel': ((PENDING, RUNNING), CANCELLED),
+    'retry': ((FAILED, CANCELLED), PENDING),  # by hand, with a fresh retry budget
+}
+FINISH_COUNTERS = {COMPLETED: 'completedJobs', FAILED: 'failedJobs',
+                   CANCELLED: 'cancelledJobs'}
+STORE_RETRY_MS = 1000  # a job whose move the store refused tries again after this,
+STORE_RETRY_MAX_MS = 30_000  # doubling up to this
+LOG_LEVELS = {'INFO': logging.INFO, 'SUCCESS': logging.INFO,
+              'WARNING': logging.WARNING, 'ERROR': logging.ERROR}
+
+
+def allows(job, move):
+    """Whether ``job``'s status allows ``move`` now."""
+    return job['status'] in MOVES[move][0]
+
+
+def log_entry(message, level='INFO'):
+    return {'timestamp': now_ms(), 'message': message, 'type': level}
+
 
 JOB_ID_ALPHABET = string.digits + string.ascii_lowercase
 
@@ -1608,9 +1707,10 @@ class JobContext:
         key = self.prefix + key
         done = self.job['checkpoints']
         if key not in done:
-            value = make()
-            done[key] = value
-            self.engine.store.save(self.job).get()
+            # Kept in memory even if the save fails: the step has run (made
+            # something upstream), and running it again could make it twice.
+            done[key] = make()
+            self.engine.save(self.job).get()
         return done[key]
 
     def remember(self, key, make):
@@ -1629,7 +1729,7 @@ class JobContext:
     def forget(self, key):
         """Drop a checkpoint, so the step runs again (e.g. on another server)."""
         if self.job['checkpoints'].pop(self.prefix + key, None) is not None:
-            self.engine.store.save(self.job).get()
+            self.engine.save(self.job).get()
 
     def scoped(self, prefix, span):
         """A context for a part of the job (a batch item): own keys, own share."""
@@ -1652,8 +1752,9 @@ RECENT_OUTCOMES = 200  # job outcomes /health keeps to judge a failure rate by
 class Engine:
     """The jobs, the queue and the workers; everything the API acts on."""
 
-    def __init__(self, settings, store=None, adapters=None):
+    def __init__(self, settings, store=None, adapters=None, clock=None):
         self.settings = settings
+        self.clock = clock or Clock()
         self.events = EventBus()
         self.store = store or (JournalStore(settings.data_path)
                                if settings.enable_persistence else MemoryStore())
@@ -1691,7 +1792,8 @@ class Engine:
         self.image_up = False
         self.stopping = False
         self._attempts = {}
-        self._retry_timers = {}
+        self._changing = KeyedLocks().hold  # a job's moves one at a time
+        self.timers = Timers(self._due, self.clock)
         self._workers = []
         self._lock_file = None
         self._not_ours = set()  # Shopify orders that sell no engine product
@@ -1731,16 +1833,16 @@ class Engine:
                 self._enqueue(job)
 
     def _recover_interrupted(self, job):
-        job['interruptions'] = job.get('interruptions', 0) + 1
+        count = job.get('interruptions', 0) + 1
         allowed = self.settings.max_interruptions
-        if job['interruptions'] > allowed:
-            self._finish(job, FAILED, 'Job failed: interrupted by a crash or restart '
-                         f'{job["interruptions"]} times; not trying again', 'ERROR',
+        if count > allowed:
+            self._finish(job, 'fail', 'Job failed: interrupted by a crash or restart '
+                         f'{count} times; not trying again', 'ERROR', interruptions=count,
                          error='Interrupted by a crash or restart too many times')
         else:
-            self._set_status(job, PENDING, 'Interrupted by a crash or restart; resuming '
-                             f'from its checkpoints (interruption {job["interruptions"]}/'
-                             f'{allowed})', 'WARNING')
+            self._move(job, 'interrupt', 'Interrupted by a crash or restart; resuming from '
+                       f'its checkpoints (interruption {count}/{allowed})', 'WARNING',
+                       interruptions=count)
 
     def start(self):
         self.probe_services()
@@ -1754,15 +1856,17 @@ class Engine:
         then interrupt the rest; they resume from checkpoints next start."""
         self.stopping = True
         self.queue.close(len(self._workers))
-        for timer in self._retry_timers.values():
-            timer.kill(block=False)
+        self.timers.close()
         gevent.joinall(self._workers, timeout=timeout)
         for job_id, attempt in list(self._attempts.items()):
-            # As in cancel: the job is pending again before the kill lands, so
-            # its worker leaves it be, to resume from its checkpoints next start.
+            # As in cancel: the job is pending again before its attempt is
+            # killed, so its worker leaves it be, to resume next start.
+            try:
+                self._move(self.jobs[job_id], 'interrupt', 'Interrupted by shutdown; '
+                           'will resume from its checkpoints', 'WARNING')
+            except Unavailable as exc:  # running on disk: the next start resumes it anyway
+                log.warning('%s: its interruption was not saved: %s', job_id, exc)
             attempt.kill(block=False)
-            self._set_status(self.jobs[job_id], PENDING, 'Interrupted by shutdown; '
-                             'will resume from its checkpoints', 'WARNING')
             attempt.join(timeout=5)
         gevent.killall(self._workers, timeout=5)
         self.store.save_meta(self.meta)
@@ -1825,40 +1929,34 @@ class Engine:
 
     def cancel(self, job_id):
         job = self.get(job_id)
-        if job['status'] not in (PENDING, RUNNING):
+        if not allows(job, 'cancel') or not self._finish(job, 'cancel', 'Job cancelled',
+                                                         'WARNING'):
             raise Conflict('Cannot cancel job')
         self.queue.discard(job_id)
-        timer = self._retry_timers.pop(job_id, None)
-        if timer is not None:
-            timer.kill(block=False)
+        self.timers.discard(job_id)
         attempt = self._attempts.get(job_id)
         if attempt is not None:
-            # Stop the work itself, not just the bookkeeping. The kill lands
-            # at the next switch, after the status below is already set, so
-            # the worker sees a cancelled job, not a failed attempt.
+            # Stop the work itself, not just the bookkeeping. It is killed once
+            # the job is cancelled, so its worker sees that, not a failed attempt.
             attempt.kill(block=False)
-        self._finish(job, CANCELLED, 'Job cancelled', 'WARNING')
-        if attempt is not None:
             attempt.join(timeout=10)  # its adapters clean up in `finally`
 
     def retry(self, job_id):
         job = self.get(job_id)
         if job['status'] == COMPLETED and publish_failed(job):
             return self._republish(job)
-        if job['status'] not in (FAILED, CANCELLED):
+        if not allows(job, 'retry'):
             raise Conflict('Cannot retry job')
         if isinstance(job, ArchivedJob):
             job = self.jobs[job_id] = job.load()
         if publish_failed(job):  # its checkpoints hold those publishes as sent
             self._republish(job)
+        counter = {FINISH_COUNTERS[job['status']]: -1}
+        if not self._move(job, 'retry', 'Manual retry: queued with a fresh retry budget',
+                          meta=counter, retryCount=0, interruptions=0, error=None,
+                          result=None, completedAt=None, progress=0, nextRetryAt=None):
+            raise Conflict('Cannot retry job')
         self.stats['retries'] += 1
-        if job['status'] == FAILED:
-            self.meta['failedJobs'] -= 1
-        else:
-            self.meta['cancelledJobs'] -= 1
-        self._set_status(job, PENDING, 'Manual retry: queued with a fresh retry budget',
-                         retryCount=0, interruptions=0, error=None, result=None,
-                         completedAt=None, progress=0, nextRetryAt=None, meta=True)
         self._enqueue(job)
 
     def _republish(self, job):
@@ -1898,9 +1996,10 @@ class Engine:
             return  # cleaned up meanwhile: nobody can see it any more
         if isinstance(job, ArchivedJob):
             job = self.jobs[job_id] = job.load()
-        change(job)
-        entry = self._write_log(job, message, level)
-        self._save_durably(job)
+        with self._changing(job_id):
+            change(job)
+            entry = self._write_log(job, message, level)
+            self._save_durably(job)
         self._announce(job, entry)
 
     # Orders ------------------------------------------------------------------
@@ -2013,37 +2112,91 @@ class Engine:
             self.events.emit(METRICS, self.metrics())
         return len(old)
 
-    # Status changes: the only place that writes `status` ---------------------
+    # Moves: the only place that writes `status` --------------------------------
 
-    def _set_status(self, job, status, message, level='INFO', meta=False, **fields):
-        self.counts[job['status']] -= 1
-        self.counts[status] += 1
-        job['status'] = status
-        job.update(fields)
-        entry = self._write_log(job, message, level)
-        self._save_durably(job, meta=meta)
+    def _move(self, job, move, message, level='INFO', meta=None, **fields):
+        """Make ``move`` (see MOVES) on ``job`` with ``fields``, logging
+        ``message``; False when the job's status no longer allows it (a move
+        made meanwhile came first).
+
+        The changed job is saved first and applied after, so memory never
+        holds a status the disk does not: a StoreError raises Unavailable and
+        leaves the job as it was. A job makes one move at a time (a second
+        waits for the first's save). ``meta``: amounts to add to the engine's
+        counters, saved with it.
+        """
+        leaves, status = MOVES[move]
+        with self._changing(job['id']):
+            if job['status'] not in leaves:
+                return False
+            entry = log_entry(message, level)
+            changed = {**job, **fields, 'status': status,
+                       'logs': [*job['logs'], entry][-self.settings.max_job_logs:]}
+            # The counters go in before the save, so that any meta line written
+            # meanwhile (a submit's) carries them too; out again if it fails.
+            self._add_to_meta(meta or {}, 1)
+            try:
+                self._save_durably(changed, meta=meta is not None)
+            except Unavailable:
+                self._add_to_meta(meta or {}, -1)
+                raise
+            self.counts[job['status']] -= 1
+            self.counts[status] += 1
+            job.update(changed)
+        self._log_line(job, message, level)
         self._announce(job, entry)
+        return True
 
-    def _finish(self, job, status, message, level, **fields):
-        ended = now_ms()
-        counter = {COMPLETED: 'completedJobs', FAILED: 'failedJobs',
-                   CANCELLED: 'cancelledJobs'}[status]
-        self.meta[counter] += 1
-        self.meta['lastActivity'] = ended
+    def _add_to_meta(self, amounts, sign):
+        for key, amount in amounts.items():
+            self.meta[key] += sign * amount
+
+    def _finish(self, job, move, message, level, **fields):
+        """A move that ends the job, with its counters; False as in _move."""
+        status = MOVES[move][1]
+        ended = self.clock.now_ms()
+        counters = {FINISH_COUNTERS[status]: 1}
         if status == COMPLETED and job['startedAt']:
-            self.meta['jobTimeTotal'] += ended - job['startedAt']
-            self.meta['jobTimeCount'] += 1
+            counters.update(jobTimeTotal=ended - job['startedAt'], jobTimeCount=1)
+        self.meta['lastActivity'] = ended
+        if not self._move(job, move, message, level, meta=counters, completedAt=ended,
+                          nextRetryAt=None, **fields):
+            return False
         if status != CANCELLED and job['startedAt']:
             self.job_seconds.labels(job['type'], status).observe(
                 (ended - job['startedAt']) / 1000)
         if status != CANCELLED:
             self._remember_outcome(ended, status == COMPLETED)
-        self._set_status(job, status, message, level, meta=True, completedAt=ended,
-                         nextRetryAt=None, **fields)
+        return True
+
+    def _until_saved(self, job, move):
+        """``move()`` (one that ends an attempt) until the store takes it.
+        Until then the job is running with nothing behind it, and giving up
+        would leave it to nobody. If the engine stops first, the job is
+        running on disk, and the next start resumes it from its checkpoints."""
+        pause = STORE_RETRY_MS
+        while True:
+            try:
+                return move()
+            except Unavailable as exc:
+                if self.stopping:
+                    log.warning('%s: the end of its attempt was not saved: %s', job['id'], exc)
+                    return False
+                log.error('%s: the end of its attempt was not saved (%s); trying again in '
+                          '%.0f s', job['id'], exc, pause / 1000)
+                self.clock.sleep(pause / 1000)
+                pause = min(pause * 2, STORE_RETRY_MAX_MS)
+
+    def save(self, job):
+        """Save ``job`` as memory holds it (a checkpoint, a log line); returns
+        the store's waitable. Not while a move of the job is on its way to
+        disk: that line would be followed by one with the status it left."""
+        with self._changing(job['id']):
+            return self.store.save(job)
 
     def _announce(self, job, entry):
-        """The events of a status change, once it is on disk: watchers never
-        hear of a change that a crash could still take back."""
+        """The events of a change, once it is on disk: watchers never hear of
+        a change that a crash could still take back."""
         self.events.emit(LOG, {'jobId': job['id'], **entry})
         self.events.emit(JOB_UPDATE, public_job(job, logs=False))
 
@@ -2051,17 +2204,21 @@ class Engine:
         entry = self._write_log(job, message, level)
         self.events.emit(LOG, {'jobId': job['id'], **entry})
         if save or job['status'] in FINISHED:  # a finished job changes only through a save
-            self.store.save(job)
+            self.save(job)
 
     def _write_log(self, job, message, level='INFO', engine_level=None):
         """Append a line to the job's log (and the engine's, at ``level`` unless
         ``engine_level`` is given); returns it."""
-        entry = {'timestamp': now_ms(), 'message': message, 'type': level}
+        entry = log_entry(message, level)
         job['logs'].append(entry)
         del job['logs'][:-self.settings.max_job_logs]
+        self._log_line(job, message, level, engine_level)
+        return entry
+
+    @staticmethod
+    def _log_line(job, message, level, engine_level=None):
         log.log(engine_level or LOG_LEVELS.get(level, logging.INFO), '%s: %s', job['id'],
                 message, extra={'job_id': job['id']})
-        return entry
 
     def set_progress(self, job, percent):
         # Never backwards within an attempt: a resumed job skips its finished
@@ -2076,23 +2233,21 @@ class Engine:
 
     def _enqueue(self, job):
         due = job.get('nextRetryAt')
-        if due and due > now_ms():
-            self._schedule_retry(job, due - now_ms())
+        if due and due > self.clock.now_ms():
+            self.timers.add(job['id'], due)
         else:
             self.queue.push(job['id'], job['priority'])
 
-    def _schedule_retry(self, job, delay_ms):
-        self._retry_timers[job['id']] = gevent.spawn_later(
-            delay_ms / 1000, self._retry_due, job['id'])
-
-    def _retry_due(self, job_id):
-        self._retry_timers.pop(job_id, None)
+    def _due(self, job_id):
+        """A pending job's wait is over (its retry's backoff, or a pause after
+        the store refused its start): back into the queue."""
         job = self.jobs.get(job_id)
         if job is None or job['status'] != PENDING or self.stopping:
             return
-        job['nextRetryAt'] = None
-        self.add_log(job, f'Retrying job (attempt {job["retryCount"]}/{job["maxRetries"]})',
-                     save=True)
+        if job.get('nextRetryAt'):
+            job['nextRetryAt'] = None
+            self.add_log(job, f'Retrying job (attempt {job["retryCount"]}/'
+                         f'{job["maxRetries"]})', save=True)
         self.queue.push(job_id, job['priority'])
 
     def _work(self):
@@ -2106,25 +2261,34 @@ class Engine:
                     log.exception('worker error on %s', job_id)
 
     def _run_attempt(self, job):
-        self._set_status(job, RUNNING, f'Job started (type: {job["type"]})',
-                         startedAt=now_ms(), nextRetryAt=None, progress=0)
+        """One attempt of ``job``, from its start to the move that ends it."""
+        try:
+            started = self._move(job, 'start', f'Job started (type: {job["type"]})',
+                                 startedAt=self.clock.now_ms(), nextRetryAt=None, progress=0)
+        except Unavailable as exc:  # still pending, and it comes back after a pause
+            log.error('%s could not start: %s; trying again in %.0f s', job['id'], exc,
+                      STORE_RETRY_MS / 1000)
+            self.timers.add(job['id'], self.clock.now_ms() + STORE_RETRY_MS)
+            return
+        if not started:
+            return  # cancelled meanwhile
         attempt = gevent.spawn(run_attempt, JobContext(self, job))
         self._attempts[job['id']] = attempt
         try:
             attempt.join(timeout=self.settings.job_timeout_ms / 1000)
             if not attempt.ready():
                 attempt.kill(block=True, timeout=10)
-                failure = JobFailure('Job timeout', retryable=True)
-            elif job['status'] != RUNNING:
-                return  # cancelled, or interrupted by shutdown
-            elif attempt.value.succeeded:
-                return self._complete(job, attempt.value.result)
+                outcome = Outcome(error=JobFailure('Job timeout', retryable=True))
+            elif job['status'] != RUNNING or not isinstance(attempt.value, Outcome):
+                return  # cancelled, or interrupted by a stop (then it was killed)
             else:
-                failure = self._failure_of(job, attempt.value.error)
+                outcome = attempt.value
         finally:
             self._attempts.pop(job['id'], None)
-        if job['status'] == RUNNING:
-            self._attempt_failed(job, failure)
+        if outcome.succeeded:
+            self._complete(job, outcome.result)
+        else:
+            self._attempt_failed(job, self._failure_of(job, outcome.error))
 
     def _failure_of(self, job, exc):
         failure = as_job_failure(exc)
@@ -2137,25 +2301,28 @@ class Engine:
         if job['type'] == 'order':
             self.order_follower.watch(job['id'], result)
         self.listings.note(job['id'], products_of(result))
-        self._finish(job, COMPLETED, 'Job completed successfully', 'SUCCESS',
-                     progress=100, result=result, error=None)
+        self._until_saved(job, lambda: self._finish(
+            job, 'complete', 'Job completed successfully', 'SUCCESS', progress=100,
+            result=result, error=None))
 
     def _attempt_failed(self, job, failure):
         message = str(failure) or type(failure).__name__
         if failure.retryable and job['retryCount'] < job['maxRetries']:
-            job['retryCount'] += 1
-            self.stats['retries'] += 1
-            delay = self.retry_delay_ms(job['retryCount'])
-            self._set_status(
-                job, PENDING, f'Job failed: {message}; retry {job["retryCount"]}/'
-                f'{job["maxRetries"]} in {delay / 1000:.1f}s', 'WARNING',
-                error=message, result=failure.result, nextRetryAt=now_ms() + delay)
-            self._schedule_retry(job, delay)
+            count = job['retryCount'] + 1
+            delay = self.retry_delay_ms(count)
+            due = self.clock.now_ms() + delay
+            if self._until_saved(job, lambda: self._move(
+                    job, 'back off', f'Job failed: {message}; retry {count}/'
+                    f'{job["maxRetries"]} in {delay / 1000:.1f}s', 'WARNING', error=message,
+                    result=failure.result, retryCount=count, nextRetryAt=due)):
+                self.stats['retries'] += 1
+                self.timers.add(job['id'], due)
         else:
             self.follower.watch(job['id'], (failure.result or {}).get('products'))
             self.listings.note(job['id'], products_of(failure.result))
-            self._finish(job, FAILED, f'Job failed: {message}', 'ERROR',
-                         error=message, result=failure.result)
+            self._until_saved(job, lambda: self._finish(
+                job, 'fail', f'Job failed: {message}', 'ERROR', error=message,
+                result=failure.result))
 
     def retry_delay_ms(self, attempt):
         """RETRY_DELAY_MS x 2^(attempt-1), capped, with jitter."""
@@ -2277,9 +2444,6 @@ class Engine:
             },
         }
 
-
-LOG_LEVELS = {'INFO': logging.INFO, 'SUCCESS': logging.INFO,
-              'WARNING': logging.WARNING, 'ERROR': logging.ERROR}
 
 
 ###############################################################################
