@@ -14,8 +14,8 @@ job stopped and never redo finished work.
 
 Run it with ``python podengine.py`` (``--help`` lists the settings). The file
 reads top to bottom in dependency order: settings, errors, events, requests,
-store, queue, workers, adapters, pipeline, metrics, access control, HTTP API,
-WebSocket, main.
+store, queue, jobs, adapters, pipeline, metrics, the engine, access control,
+HTTP API, WebSocket, main.
 """
 
 import sys
@@ -73,7 +73,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from adapters import comfyui, printready, quickcheck
-from adapters.api import KeyedLocks
+from adapters.api import KeyedLocks, RetryPolicy
 from adapters.blocklist import Blocklist
 from adapters.orders import (Listings, OrderBook, OrderDesk, product_gid, verify_printify,
                              verify_shopify)
@@ -422,10 +422,12 @@ class ApiError(PodEngineError):
 
 
 class ValidationError(ApiError):
+    """The request is not one the API takes: the message says why."""
     status = 400
 
 
 class NotFound(ApiError):
+    """No such job (or design, or file)."""
     status = 404
 
 
@@ -447,6 +449,7 @@ class Unauthorized(ApiError):
 
 
 class Unavailable(ApiError):
+    """The engine cannot take the request now (stopping, or the disk refused it)."""
     status = 503
 
 
@@ -737,6 +740,11 @@ class JobStore:
     def save_meta(self, meta):
         """Store the engine's counters."""
         raise NotImplementedError
+
+    def problem(self):
+        """Why the store cannot keep what it is given (its last write failed),
+        or None."""
+        return None
 
     def shown(self, job_id):
         """While a change to the job is still on its way to disk: the job as
@@ -1183,6 +1191,9 @@ def fsync_dir(path):
         os.close(fd)
 
 
+STORE_PROBLEM_S = 60  # /health reports a refused write for this long after it
+
+
 class JournalStore(JobStore):
     """Live jobs made durable by a journal and a TinyDB file; finished jobs
     moved to the archive.
@@ -1212,6 +1223,7 @@ class JournalStore(JobStore):
         self.jobs = JobTable(self.archive)
         self._docs = {}          # live job id -> its JSON text as last saved
         self._finished = {}      # job id -> its archive line: to archive next
+        self._failed = None      # (when, why) the last write failed
         self._on_disk = {}       # live job id -> its public JSON as last on disk
         self._unsynced = collections.Counter()  # live job id -> saves not on disk yet
         self._saved = []         # (job id, public JSON) of each put in _lines
@@ -1287,6 +1299,14 @@ class JournalStore(JobStore):
         self._saved.append((job['id'], public))
         return self._append('{"put":%s}\n' % text)
 
+    def problem(self):
+        # A minute after the last failure, not until the next success: a full
+        # disk lets small writes through between refusals (and compaction
+        # frees room for a while), and /health must not flicker meanwhile.
+        if self._failed is None or time.monotonic() - self._failed[0] > STORE_PROBLEM_S:
+            return None
+        return f'{self._failed[1]} ({time.monotonic() - self._failed[0]:.0f} s ago)'
+
     def shown(self, job_id):
         if self._unsynced.get(job_id):
             return self._on_disk.get(job_id, '')
@@ -1352,6 +1372,7 @@ class JournalStore(JobStore):
             run_in_thread(append_whole, self._journal, b''.join(lines))
         except OSError as exc:
             log.error('journal write failed: %s', exc)
+            self._failed = (time.monotonic(), f'the job store could not write to disk: {exc}')
             self._settle(saved, on_disk=False)
             batch.set_exception(StoreError(f'could not save to disk: {exc}'))
             return
@@ -1444,25 +1465,30 @@ class JournalStore(JobStore):
         self._writer = None
 
 
+class Outcome:
+    """How a call ended (a job's attempt, a thread's work, a greenlet's).
+    Returned, not raised, so neither gevent nor its thread pool prints a
+    failure as if it were a crash of the engine."""
+
+    def __init__(self, result=None, error=None):
+        self.result, self.error, self.succeeded = result, error, error is None
+
+
+def outcome_of(fn, *args):
+    """``fn(*args)`` as an Outcome, for a greenlet or thread whose error its caller raises."""
+    try:
+        return Outcome(result=fn(*args))
+    except Exception as exc:
+        return Outcome(error=exc)
+
+
 def run_in_thread(fn, *args):
     """Run blocking or CPU-heavy ``fn`` on gevent's native thread pool; its
-    exception is raised here (the pool itself would print it as a crash)."""
-    outcome = gevent.get_hub().threadpool.apply(capture, (fn, args))
-    if isinstance(outcome, Raised):
+    exception is raised here."""
+    outcome = gevent.get_hub().threadpool.apply(outcome_of, (fn, *args))
+    if not outcome.succeeded:
         raise outcome.error
-    return outcome
-
-
-class Raised:
-    def __init__(self, error):
-        self.error = error
-
-
-def capture(fn, args):
-    try:
-        return fn(*args)
-    except Exception as exc:
-        return Raised(exc)
+    return outcome.result
 
 
 ###############################################################################
@@ -1578,7 +1604,7 @@ class Timers:
 
 
 ###############################################################################
-# Workers: the engine and the life of a job ###################################
+# Jobs: the record, its public view and its moves #############################
 ###############################################################################
 
 # A job's life: every move a job's status can make, from the statuses it
@@ -1667,785 +1693,6 @@ IMAGES_IN_FLIGHT = 2  # one drawing, the next queued: the GPU never waits for us
 BATCH_ITEMS_IN_FLIGHT = 4  # later items draw while earlier ones publish
 
 
-class JobContext:
-    """The handle a running job's code gets: progress, logs, checkpoints."""
-
-    def __init__(self, engine, job, prefix='', span=(0, 100), image_lane=None, memo=None):
-        self.engine = engine
-        self.job = job
-        self.memo = {} if memo is None else memo  # this attempt's derived values
-        self.image_lane = image_lane or gevent.lock.Semaphore(IMAGES_IN_FLIGHT)
-        self.job_id = job['id']
-        self.settings = engine.settings
-        self.data_dir = engine.settings.data_path
-        self.job_dir = self.data_dir / 'designs' / job['id']
-        self.prefix = prefix
-        self.span = span
-        self.http = engine.http
-        self.image_backend = engine.image_backend
-        self.prompt_writer = engine.prompt_writer
-        self.publishers = engine.publishers
-        self.product_types = engine.product_types
-
-    def log(self, message, level='INFO'):
-        self.engine.add_log(self.job, message, level)
-
-    def progress(self, percent):
-        low, high = self.span
-        self.engine.set_progress(self.job, low + (high - low) * percent / 100)
-
-    @property
-    def cancelled(self):
-        return self.job['status'] != RUNNING
-
-    def checkpoint(self, key, make):
-        """The stored value of step ``key``, or ``make()`` stored durably.
-
-        Values must be JSON-serialisable. A retry or restart finds them and
-        skips the step.
-        """
-        key = self.prefix + key
-        done = self.job['checkpoints']
-        if key not in done:
-            # Kept in memory even if the save fails: the step has run (made
-            # something upstream), and running it again could make it twice.
-            done[key] = make()
-            self.engine.save(self.job).get()
-        return done[key]
-
-    def remember(self, key, make):
-        """The value of step ``key`` in this attempt, or ``make()`` kept in
-        memory: for steps that redo the same from files on disk after a
-        restart, so they need no durable save (a save writes the whole job)."""
-        key = self.prefix + key
-        if key not in self.memo:
-            self.memo[key] = make()
-        return self.memo[key]
-
-    def lookup(self, key):
-        """The stored value of step ``key``, or None if it has not run."""
-        return self.job['checkpoints'].get(self.prefix + key)
-
-    def forget(self, key):
-        """Drop a checkpoint, so the step runs again (e.g. on another server)."""
-        if self.job['checkpoints'].pop(self.prefix + key, None) is not None:
-            self.engine.save(self.job).get()
-
-    def scoped(self, prefix, span):
-        """A context for a part of the job (a batch item): own keys, own share."""
-        low, high = self.span
-        width = high - low
-        return JobContext(self.engine, self.job, self.prefix + prefix,
-                          (low + width * span[0] / 100, low + width * span[1] / 100),
-                          self.image_lane, self.memo)
-
-    def file_url(self, path):
-        return f'{self.engine.public_url}/files/{quote(str(path))}'
-
-    def run_in_thread(self, fn, *args):
-        return run_in_thread(fn, *args)
-
-
-RECENT_OUTCOMES = 200  # job outcomes /health keeps to judge a failure rate by
-
-
-class Engine:
-    """The jobs, the queue and the workers; everything the API acts on."""
-
-    def __init__(self, settings, store=None, adapters=None, clock=None):
-        self.settings = settings
-        self.clock = clock or Clock()
-        self.events = EventBus()
-        self.store = store or (JournalStore(settings.data_path)
-                               if settings.enable_persistence else MemoryStore())
-        self.jobs = JobTable(archive=None)  # the store's, once open
-        self.counts = collections.Counter()
-        self.meta = {'totalJobs': 0, 'completedJobs': 0, 'failedJobs': 0,
-                     'cancelledJobs': 0, 'jobTimeTotal': 0, 'jobTimeCount': 0,
-                     'lastActivity': None, 'recent': []}
-        self.queue = JobQueue()
-        self.started_at = now_ms()
-        self.public_url = ''
-        self.http = requests.Session()
-        self.http.headers['User-Agent'] = f'pod-engine/{__version__}'
-        self.plugins = load_plugins(settings.custom_handlers)
-        self.product_types = load_product_types(settings.product_types_file)
-        self.blocklist = Blocklist.load(settings.blocked_terms_file)
-        self.handlers = {**BUILTIN_HANDLERS, **self.plugins.handlers}
-        self.schemas = RequestSchemas(self.product_types, self.handlers)
-        self.stats = collections.Counter()
-        self.count_clients = lambda: {}
-        self.registry, self.job_seconds = create_registry(self)
-        build = adapters or build_adapters
-        self.image_backend, self.prompt_writer, self.publishers = build(
-            settings, self.http, self.plugins)
-        persisted = settings.enable_persistence
-        self.listings = Listings(settings.data_path / 'listings.json' if persisted else None)
-        self.order_book = OrderBook(settings.data_path / 'orders.json' if persisted else None)
-        self.order_follower = OrderFollower(
-            self.order_desk, self.update_order, settings.order_notify_customer,
-            settings.data_path / 'order-follow.json' if persisted else None)
-        self.follower = PublishFollower(
-            self.publishers, self.update_product, settings.printify_sync_wait_ms,
-            settings.data_path / 'publishing.json' if settings.enable_persistence else None)
-        self.services = {}
-        self.image_up = False
-        self.stopping = False
-        self._attempts = {}
-        self._changing = KeyedLocks().hold  # a job's moves one at a time
-        self.timers = Timers(self._due, self.clock)
-        self._workers = []
-        self._lock_file = None
-        self._not_ours = set()  # Shopify orders that sell no engine product
-
-    # Start and stop ----------------------------------------------------------
-
-    def open(self):
-        """Take DATA_DIR, load the stored jobs and put interrupted ones back."""
-        if self.settings.enable_persistence:
-            self._lock_data_dir()
-        self.jobs, meta = self.store.open()
-        self.meta.update(meta)
-        self.counts.update(job['status'] for job in self.jobs.values())
-        self._recover()
-
-    def _lock_data_dir(self):
-        path = self.settings.data_path
-        path.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(path / '.lock', 'w')
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ConfigError(f'DATA_DIR: {path} is in use by another POD Engine') from None
-
-    def _recover(self):
-        """Jobs that were running when the engine died start again from their
-        checkpoints. A crash is not the job's failure, so it spends no retry;
-        it is counted apart (as BullMQ counts stalls), and a job interrupted
-        more than MAX_INTERRUPTIONS times fails: one that itself crashes or
-        freezes the engine must not bring it down for ever."""
-        for job in self.jobs.live():
-            if job['type'] == 'order':  # its orders.json line may not have been written
-                self.order_book.restore(job['request']['shopifyOrderId'], job['id'])
-            if job['status'] == RUNNING:
-                self._recover_interrupted(job)
-            if job['status'] == PENDING:
-                self._enqueue(job)
-
-    def _recover_interrupted(self, job):
-        count = job.get('interruptions', 0) + 1
-        allowed = self.settings.max_interruptions
-        if count > allowed:
-            self._finish(job, 'fail', 'Job failed: interrupted by a crash or restart '
-                         f'{count} times; not trying again', 'ERROR', interruptions=count,
-                         error='Interrupted by a crash or restart too many times')
-        else:
-            self._move(job, 'interrupt', 'Interrupted by a crash or restart; resuming from '
-                       f'its checkpoints (interruption {count}/{allowed})', 'WARNING',
-                       interruptions=count)
-
-    def start(self):
-        self.probe_services()
-        for warning in self.fulfilment_warnings():
-            log.warning('%s', warning)
-        self._workers = [gevent.spawn(self._work)
-                         for _ in range(self.settings.max_concurrent_jobs)]
-
-    def stop(self, timeout):
-        """Stop taking jobs, let running ones finish for ``timeout`` seconds,
-        then interrupt the rest; they resume from checkpoints next start."""
-        self.stopping = True
-        self.queue.close(len(self._workers))
-        self.timers.close()
-        gevent.joinall(self._workers, timeout=timeout)
-        for job_id, attempt in list(self._attempts.items()):
-            # As in cancel: the job is pending again before its attempt is
-            # killed, so its worker leaves it be, to resume next start.
-            try:
-                self._move(self.jobs[job_id], 'interrupt', 'Interrupted by shutdown; '
-                           'will resume from its checkpoints', 'WARNING')
-            except Unavailable as exc:  # running on disk: the next start resumes it anyway
-                log.warning('%s: its interruption was not saved: %s', job_id, exc)
-            attempt.kill(block=False)
-            attempt.join(timeout=5)
-        gevent.killall(self._workers, timeout=5)
-        self.store.save_meta(self.meta)
-        self.store.close()
-        for adapter in {self.image_backend, self.prompt_writer, *self.publishers}:
-            adapter.close()
-
-    # Submit, cancel, retry, cleanup -------------------------------------------
-
-    def submit(self, job_type, request, priority='normal', max_retries=None):
-        """Accept a validated job; returns ``(job, public_json(job))`` once it is on disk."""
-        if self.stopping:
-            raise Unavailable('The engine is shutting down; try again shortly')
-        if max_retries is None:
-            max_retries = self.settings.max_job_retries
-        job = new_job(job_type, request, priority, max_retries)
-        self.jobs[job['id']] = job
-        self.counts[PENDING] += 1
-        self.meta['totalJobs'] += 1
-        # The engine's log hears of it at DEBUG, like each HTTP request: at a
-        # few thousand submits a second the line was a tenth of a submit's time
-        # (and past journald's rate limit). The job's own log keeps it.
-        entry = self._write_log(job, f'Job {job["id"]} submitted', engine_level=logging.DEBUG)
-        shown = public_json(job)  # encoded once: saved, and the 201's body
-        try:
-            self._save_durably(job, meta=True, public=shown.decode())
-        except Unavailable:
-            self._forget_unsaved(job)
-            raise
-        self._announce(job, entry)
-        self._enqueue(job)
-        return job, shown
-
-    def _forget_unsaved(self, job):
-        """A submit that could not be saved is refused (503): it must not run."""
-        self.jobs.pop(job['id'], None)
-        self.store.delete(job['id'])
-        self.counts[PENDING] -= 1
-        self.meta['totalJobs'] -= 1
-
-    def _save_durably(self, job, meta=False, public=None):
-        waits = [self.store.save(job, public)]
-        if meta:
-            waits.append(self.store.save_meta(self.meta))
-        try:
-            for waitable in waits:
-                waitable.get()
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from None
-
-    def get(self, job_id):
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise NotFound('Job not found')
-        return job
-
-    def find(self, status=None, newest=False, offset=0, limit=None, job_type=None):
-        """The jobs (with ``status``, of ``job_type``): a JobList (see JobTable.find)."""
-        return self.jobs.find(status, newest, offset, limit, job_type)
-
-    def cancel(self, job_id):
-        job = self.get(job_id)
-        if not allows(job, 'cancel') or not self._finish(job, 'cancel', 'Job cancelled',
-                                                         'WARNING'):
-            raise Conflict('Cannot cancel job')
-        self.queue.discard(job_id)
-        self.timers.discard(job_id)
-        attempt = self._attempts.get(job_id)
-        if attempt is not None:
-            # Stop the work itself, not just the bookkeeping. It is killed once
-            # the job is cancelled, so its worker sees that, not a failed attempt.
-            attempt.kill(block=False)
-            attempt.join(timeout=10)  # its adapters clean up in `finally`
-
-    def retry(self, job_id):
-        job = self.get(job_id)
-        if job['status'] == COMPLETED and publish_failed(job):
-            return self._republish(job)
-        if not allows(job, 'retry'):
-            raise Conflict('Cannot retry job')
-        if isinstance(job, ArchivedJob):
-            job = self.jobs[job_id] = job.load()
-        if publish_failed(job):  # its checkpoints hold those publishes as sent
-            self._republish(job)
-        counter = {FINISH_COUNTERS[job['status']]: -1}
-        if not self._move(job, 'retry', 'Manual retry: queued with a fresh retry budget',
-                          meta=counter, retryCount=0, interruptions=0, error=None,
-                          result=None, completedAt=None, progress=0, nextRetryAt=None):
-            raise Conflict('Cannot retry job')
-        self.stats['retries'] += 1
-        self._enqueue(job)
-
-    def _republish(self, job):
-        """A completed job's retry: publish its publish_failed products again."""
-        if isinstance(job, ArchivedJob):
-            job = self.jobs[job['id']] = job.load()
-        try:
-            sent = self.follower.republish(job['id'], job['result']['products'])
-        except AdapterError as exc:
-            raise Unavailable(f'Could not publish again: {exc}') from None
-        entry = self._write_log(job, f'Manual retry: publishing {sent} product(s) again',
-                                'WARNING')
-        self._save_durably(job)
-        self._announce(job, entry)
-
-    def update_product(self, job_id, product_id, changes, message, level='INFO'):
-        """Record a change to one product of a finished job (the follower's)."""
-        def change(job):
-            for product in (job.get('result') or {}).get('products', []):
-                if str(product.get('productId')) == product_id:
-                    product.update(changes)
-        self._change_finished(job_id, change, message, level)
-
-    def update_order(self, job_id, changes, message, level='INFO'):
-        """Record where a forwarded order stands in its job's result (the order follower's)."""
-        def change(job):
-            job['result'] = {**(job.get('result') or {}), **changes}
-        self._change_finished(job_id, change, message, level)
-
-    def note_on_job(self, job_id, message, level='INFO'):
-        """Add a log line to a job, finished or not."""
-        self._change_finished(job_id, lambda job: None, message, level)
-
-    def _change_finished(self, job_id, change, message, level):
-        job = self.jobs.get(job_id)
-        if job is None:
-            return  # cleaned up meanwhile: nobody can see it any more
-        if isinstance(job, ArchivedJob):
-            job = self.jobs[job_id] = job.load()
-        with self._changing(job_id):
-            change(job)
-            entry = self._write_log(job, message, level)
-            self._save_durably(job)
-        self._announce(job, entry)
-
-    # Orders ------------------------------------------------------------------
-
-    def order_desk(self):
-        """What forwards Shopify sales to Printify, or None when they are not
-        the engine's to send: no Shopify or no Printify, a dry run, or a
-        Printify shop connected to a channel (Printify gets its orders itself)."""
-        by_name = {publisher.name: publisher for publisher in self.publishers}
-        printify, shopify = by_name.get('printify'), by_name.get('shopify')
-        if printify is None or shopify is None or self.settings.dry_run:
-            return None
-        return OrderDesk(printify, shopify, self.settings) if printify.kind() == 'api' else None
-
-    def take_order(self, topic, order):
-        """The order job of a Shopify order webhook: made on the first
-        ``orders/create`` of an order with a product the engine made, the
-        same one for every repeat. None for a sale of other products."""
-        order_id = str(order.get('admin_graphql_api_id') or
-                       f'gid://shopify/Order/{order.get("id")}')
-        known = self.order_book.job_of(order_id)
-        if topic == 'orders/cancelled' and known:
-            self.cancel_sale(order_id, order.get('name'), known)
-        if topic != 'orders/create':
-            return known
-        products = [product_gid(item.get('product_id')) for item in
-                    order.get('line_items') or [] if item.get('product_id')]
-        return self.take_sale(order_id, order.get('name'), products)
-
-    def take_sale(self, order_id, name, products):
-        """The order job of a Shopify order selling ``products`` (gids), or
-        None when none of them is the engine's."""
-        if not any(self.listings.printify_product(p) for p in products if p):
-            log.info('Shopify order %s sells no product the engine made', name)
-            return None
-        request = {'shopifyOrderId': order_id, 'shopifyOrderName': str(name)}
-        return self.order_book.take(order_id, lambda: self.submit(
-            'order', request, self.settings.order_priority)[0]['id'])
-
-    def cancel_sale(self, order_id, name, job_id):
-        """A Shopify cancellation of a taken order: its Printify order is
-        cancelled while that is allowed (adapters/shipments.py)."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return
-        unfinished = job['status'] not in (COMPLETED, FAILED, CANCELLED)
-        if self.order_follower.cancel(order_id, job_id, unfinished):
-            self.note_on_job(job_id, f'Shopify: order {name} was cancelled', 'WARNING')
-
-    def reconcile_orders(self):
-        """Take the Shopify orders that no webhook brought, and the
-        cancellations (every ORDER_POLL_INTERVAL_MS); how many were taken."""
-        desk = self.order_desk()
-        if desk is None:
-            return 0
-        intake, since = self.order_book.window(self.started_at / 1000)
-        taken, read_to = 0, since
-        for order in desk.recent_orders(since):
-            read_to = max(read_to, order['updatedAt'])
-            known = self.order_book.job_of(order['id'])
-            if known and order['cancelled']:
-                self.cancel_sale(order['id'], order['name'], known)
-            elif not known and not order['cancelled'] and order['unfulfilled'] and \
-                    order['createdAt'] >= intake and order['id'] not in self._not_ours:
-                products = desk.products_of(order['id'])
-                if self.take_sale(order['id'], order['name'], products) is None:
-                    if len(self._not_ours) > 10_000:  # bounded; reading one again is cheap
-                        self._not_ours.clear()
-                    self._not_ours.add(order['id'])  # read once, however often it changes
-                else:
-                    taken += 1
-        self.order_book.read_to(read_to)
-        if taken:
-            log.warning('took %d Shopify order(s) that no webhook brought', taken)
-        return taken
-
-    def register_webhooks(self):
-        """At start, with PUBLIC_URL set: subscribe the webhook routes to the
-        order topics (a WARNING when that fails; the reconciler still polls)."""
-        try:
-            desk = self.order_desk()
-            if desk is not None:
-                added = desk.register_webhooks(self.public_url,
-                                               self.settings.printify_webhook_secret)
-                log.info('order webhooks: %s', ', '.join(added) or 'already subscribed')
-        except AdapterError as exc:
-            log.warning('order webhooks were not subscribed: %s', exc)
-
-    def follow_orders(self):
-        """The order poll: Shopify's recent orders, then the forwarded ones."""
-        try:
-            self.reconcile_orders()
-        except AdapterError as exc:  # Shopify is down: read again next time
-            log.warning('reading recent Shopify orders: %s', exc)
-        self.order_follower.poll()
-
-    def cleanup(self, max_age_ms):
-        """Remove finished jobs whose completedAt is at least max_age_ms ago."""
-        cutoff = now_ms() - max_age_ms
-        old = [job_id for job_id, job in self.jobs.items()
-               if job['status'] in FINISHED and job['completedAt'] is not None
-               and job['completedAt'] <= cutoff]
-        for job_id in old:
-            job = self.jobs.pop(job_id)
-            self.counts[job['status']] -= 1
-            self.store.delete(job_id)
-        if old:
-            log.info('cleanup removed %d finished jobs', len(old))
-            self.events.emit(JOB_REMOVED, {'ids': old})
-            self.events.emit(METRICS, self.metrics())
-        return len(old)
-
-    # Moves: the only place that writes `status` --------------------------------
-
-    def _move(self, job, move, message, level='INFO', meta=None, **fields):
-        """Make ``move`` (see MOVES) on ``job`` with ``fields``, logging
-        ``message``; False when the job's status no longer allows it (a move
-        made meanwhile came first).
-
-        The changed job is saved first and applied after, so memory never
-        holds a status the disk does not: a StoreError raises Unavailable and
-        leaves the job as it was. A job makes one move at a time (a second
-        waits for the first's save). ``meta``: amounts to add to the engine's
-        counters, saved with it.
-        """
-        leaves, status = MOVES[move]
-        with self._changing(job['id']):
-            if job['status'] not in leaves:
-                return False
-            entry = log_entry(message, level)
-            changed = {**job, **fields, 'status': status,
-                       'logs': [*job['logs'], entry][-self.settings.max_job_logs:]}
-            # The counters go in before the save, so that any meta line written
-            # meanwhile (a submit's) carries them too; out again if it fails.
-            self._add_to_meta(meta or {}, 1)
-            try:
-                self._save_durably(changed, meta=meta is not None)
-            except Unavailable:
-                self._add_to_meta(meta or {}, -1)
-                raise
-            self.counts[job['status']] -= 1
-            self.counts[status] += 1
-            job.update(changed)
-        self._log_line(job, message, level)
-        self._announce(job, entry)
-        return True
-
-    def _add_to_meta(self, amounts, sign):
-        for key, amount in amounts.items():
-            self.meta[key] += sign * amount
-
-    def _finish(self, job, move, message, level, **fields):
-        """A move that ends the job, with its counters; False as in _move."""
-        status = MOVES[move][1]
-        ended = self.clock.now_ms()
-        counters = {FINISH_COUNTERS[status]: 1}
-        if status == COMPLETED and job['startedAt']:
-            counters.update(jobTimeTotal=ended - job['startedAt'], jobTimeCount=1)
-        self.meta['lastActivity'] = ended
-        if not self._move(job, move, message, level, meta=counters, completedAt=ended,
-                          nextRetryAt=None, **fields):
-            return False
-        if status != CANCELLED and job['startedAt']:
-            self.job_seconds.labels(job['type'], status).observe(
-                (ended - job['startedAt']) / 1000)
-        if status != CANCELLED:
-            self._remember_outcome(ended, status == COMPLETED)
-        return True
-
-    def _until_saved(self, job, move):
-        """``move()`` (one that ends an attempt) until the store takes it.
-        Until then the job is running with nothing behind it, and giving up
-        would leave it to nobody. If the engine stops first, the job is
-        running on disk, and the next start resumes it from its checkpoints."""
-        pause = STORE_RETRY_MS
-        while True:
-            try:
-                return move()
-            except Unavailable as exc:
-                if self.stopping:
-                    log.warning('%s: the end of its attempt was not saved: %s', job['id'], exc)
-                    return False
-                log.error('%s: the end of its attempt was not saved (%s); trying again in '
-                          '%.0f s', job['id'], exc, pause / 1000)
-                self.clock.sleep(pause / 1000)
-                pause = min(pause * 2, STORE_RETRY_MAX_MS)
-
-    def save(self, job):
-        """Save ``job`` as memory holds it (a checkpoint, a log line); returns
-        the store's waitable. Not while a move of the job is on its way to
-        disk: that line would be followed by one with the status it left."""
-        with self._changing(job['id']):
-            return self.store.save(job)
-
-    def _announce(self, job, entry):
-        """The events of a change, once it is on disk: watchers never hear of
-        a change that a crash could still take back."""
-        self.events.emit(LOG, {'jobId': job['id'], **entry})
-        self.events.emit(JOB_UPDATE, public_job(job, logs=False))
-
-    def add_log(self, job, message, level='INFO', save=False):
-        entry = self._write_log(job, message, level)
-        self.events.emit(LOG, {'jobId': job['id'], **entry})
-        if save or job['status'] in FINISHED:  # a finished job changes only through a save
-            self.save(job)
-
-    def _write_log(self, job, message, level='INFO', engine_level=None):
-        """Append a line to the job's log (and the engine's, at ``level`` unless
-        ``engine_level`` is given); returns it."""
-        entry = log_entry(message, level)
-        job['logs'].append(entry)
-        del job['logs'][:-self.settings.max_job_logs]
-        self._log_line(job, message, level, engine_level)
-        return entry
-
-    @staticmethod
-    def _log_line(job, message, level, engine_level=None):
-        log.log(engine_level or LOG_LEVELS.get(level, logging.INFO), '%s: %s', job['id'],
-                message, extra={'job_id': job['id']})
-
-    def set_progress(self, job, percent):
-        # Never backwards within an attempt: a resumed job skips its finished
-        # steps quickly, and its bar should not jump back and forth meanwhile.
-        percent = max(0, min(100, int(percent)))
-        if percent > job['progress'] and job['status'] == RUNNING:
-            job['progress'] = percent
-            self.events.emit(JOB_PROGRESS, {'id': job['id'], 'status': job['status'],
-                                            'progress': percent})
-
-    # The queue and the workers -----------------------------------------------
-
-    def _enqueue(self, job):
-        due = job.get('nextRetryAt')
-        if due and due > self.clock.now_ms():
-            self.timers.add(job['id'], due)
-        else:
-            self.queue.push(job['id'], job['priority'])
-
-    def _due(self, job_id):
-        """A pending job's wait is over (its retry's backoff, or a pause after
-        the store refused its start): back into the queue."""
-        job = self.jobs.get(job_id)
-        if job is None or job['status'] != PENDING or self.stopping:
-            return
-        if job.get('nextRetryAt'):
-            job['nextRetryAt'] = None
-            self.add_log(job, f'Retrying job (attempt {job["retryCount"]}/'
-                         f'{job["maxRetries"]})', save=True)
-        self.queue.push(job_id, job['priority'])
-
-    def _work(self):
-        while not self.stopping:
-            job_id = self.queue.pop()
-            job = self.jobs.get(job_id) if job_id else None
-            if job is not None and job['status'] == PENDING:
-                try:
-                    self._run_attempt(job)
-                except Exception:
-                    log.exception('worker error on %s', job_id)
-
-    def _run_attempt(self, job):
-        """One attempt of ``job``, from its start to the move that ends it."""
-        try:
-            started = self._move(job, 'start', f'Job started (type: {job["type"]})',
-                                 startedAt=self.clock.now_ms(), nextRetryAt=None, progress=0)
-        except Unavailable as exc:  # still pending, and it comes back after a pause
-            log.error('%s could not start: %s; trying again in %.0f s', job['id'], exc,
-                      STORE_RETRY_MS / 1000)
-            self.timers.add(job['id'], self.clock.now_ms() + STORE_RETRY_MS)
-            return
-        if not started:
-            return  # cancelled meanwhile
-        attempt = gevent.spawn(run_attempt, JobContext(self, job))
-        self._attempts[job['id']] = attempt
-        try:
-            attempt.join(timeout=self.settings.job_timeout_ms / 1000)
-            if not attempt.ready():
-                attempt.kill(block=True, timeout=10)
-                outcome = Outcome(error=JobFailure('Job timeout', retryable=True))
-            elif job['status'] != RUNNING or not isinstance(attempt.value, Outcome):
-                return  # cancelled, or interrupted by a stop (then it was killed)
-            else:
-                outcome = attempt.value
-        finally:
-            self._attempts.pop(job['id'], None)
-        if outcome.succeeded:
-            self._complete(job, outcome.result)
-        else:
-            self._attempt_failed(job, self._failure_of(job, outcome.error))
-
-    def _failure_of(self, job, exc):
-        failure = as_job_failure(exc)
-        if not isinstance(exc, (PodEngineError, requests.RequestException)):
-            log.error('%s raised %r', job['id'], exc, exc_info=exc)
-        return failure
-
-    def _complete(self, job, result):
-        self.follower.watch(job['id'], result.get('products'))  # before it reads finished
-        if job['type'] == 'order':
-            self.order_follower.watch(job['id'], result)
-        self.listings.note(job['id'], products_of(result))
-        self._until_saved(job, lambda: self._finish(
-            job, 'complete', 'Job completed successfully', 'SUCCESS', progress=100,
-            result=result, error=None))
-
-    def _attempt_failed(self, job, failure):
-        message = str(failure) or type(failure).__name__
-        if failure.retryable and job['retryCount'] < job['maxRetries']:
-            count = job['retryCount'] + 1
-            delay = self.retry_delay_ms(count)
-            due = self.clock.now_ms() + delay
-            if self._until_saved(job, lambda: self._move(
-                    job, 'back off', f'Job failed: {message}; retry {count}/'
-                    f'{job["maxRetries"]} in {delay / 1000:.1f}s', 'WARNING', error=message,
-                    result=failure.result, retryCount=count, nextRetryAt=due)):
-                self.stats['retries'] += 1
-                self.timers.add(job['id'], due)
-        else:
-            self.follower.watch(job['id'], (failure.result or {}).get('products'))
-            self.listings.note(job['id'], products_of(failure.result))
-            self._until_saved(job, lambda: self._finish(
-                job, 'fail', f'Job failed: {message}', 'ERROR', error=message,
-                result=failure.result))
-
-    def retry_delay_ms(self, attempt):
-        """RETRY_DELAY_MS x 2^(attempt-1), capped, with jitter."""
-        base = self.settings.retry_delay_ms * 2 ** (attempt - 1)
-        return int(min(self.settings.retry_max_delay_ms, base) * self._jitter())
-
-    @staticmethod
-    def _jitter():
-        # Kept apart so the spread is easy to see (and to test): +-20 % keeps
-        # jobs that failed together from all coming back at the same moment.
-        return random.uniform(0.8, 1.2)
-
-    # Metrics and health ------------------------------------------------------
-
-    def metrics(self):
-        meta = self.meta
-        finished = meta['completedJobs'] + meta['failedJobs']
-        average = meta['jobTimeTotal'] / meta['jobTimeCount'] if meta['jobTimeCount'] else 0
-        return {
-            'totalJobs': meta['totalJobs'], 'completedJobs': meta['completedJobs'],
-            'failedJobs': meta['failedJobs'], 'cancelledJobs': meta['cancelledJobs'],
-            'runningJobs': self.counts[RUNNING], 'pendingJobs': self.counts[PENDING],
-            'averageJobTime': round(average),
-            'successRate': round(meta['completedJobs'] / finished * 100, 2) if finished else 0,
-            'uptime': now_ms() - self.started_at, 'lastActivity': meta['lastActivity'],
-        }
-
-    def probe_services(self):
-        """Ask each backend whether it is up, all at once, with a time limit."""
-        adapters = {self.image_backend, self.prompt_writer, *self.publishers}
-        probes = {adapter: gevent.spawn(adapter.health) for adapter in adapters}
-        gevent.joinall(probes.values(), timeout=5)
-        status = {name: False for name in ('comfyui', 'printify', 'shopify')}
-        for adapter, probe in probes.items():
-            up = probe.successful() and bool(probe.value)
-            probe.kill(block=False)
-            if adapter is not self.prompt_writer or adapter.name != 'template':
-                status[adapter.name] = status.get(adapter.name, False) or up
-        self.image_up = probes[self.image_backend].successful() and bool(
-            probes[self.image_backend].value)
-        self.services = status
-
-    def fulfilment_warnings(self):
-        """Why orders might not reach a printer with this configuration."""
-        return [warning for publisher in self.publishers
-                for warning in publisher.fulfilment_warnings(self.publishers)]
-
-    def health(self):
-        """The status and the reasons for it. Unhealthy: no image can be drawn,
-        a backend refuses its configuration, or at least half of the jobs that
-        finished within HEALTH_WINDOW_MS failed (judged from HEALTH_MIN_SAMPLE
-        of them: one failed test job must not take a fresh box out). Degraded:
-        a publisher or the LLM is down."""
-        unhealthy, degraded = [], []
-        services, details = dict(self.services), {}
-        if not self.image_up:
-            unhealthy.append(f'the image backend ({self.image_backend.name}) is down')
-        for adapter in {self.image_backend, self.prompt_writer, *self.publishers}:
-            if problems := adapter.problems():  # learnt since the last probe, maybe
-                unhealthy.extend(problems)
-                services[adapter.name] = False
-            if (detail := adapter.details()) is not None:
-                details[adapter.name] = detail
-        failing, outcomes = self.failure_rate()
-        if failing:
-            unhealthy.append(outcomes)
-        needed = [*self.publishers] + ([self.prompt_writer]
-                                       if self.prompt_writer.name != 'template' else [])
-        degraded.extend(f'{adapter.name} is down' for adapter in needed
-                        if not services.get(adapter.name) and not adapter.problems())
-        status = 'unhealthy' if unhealthy else 'degraded' if degraded else 'healthy'
-        reasons = unhealthy + degraded or ['every backend is up']
-        report = {'status': status, 'uptime': now_ms() - self.started_at,
-                  'reasons': reasons + ([] if failing else [outcomes]),
-                  'metrics': self.metrics(), 'services': services}
-        if details:
-            report['details'] = details
-        return report
-
-    def failure_rate(self):
-        """(failing?, a sentence) from the jobs finished within the window."""
-        window = self.settings.health_window_ms
-        since = now_ms() - window
-        recent = [ok for ended, ok in self.meta['recent'] if ended >= since]
-        failed, finished = recent.count(False), len(recent)
-        sentence = (f'{failed} of the {finished} jobs finished in the last '
-                    f'{span(window)} failed')
-        if finished < self.settings.health_min_sample:
-            return False, (f'{sentence}; {self.settings.health_min_sample} are needed '
-                           f'to judge')
-        return failed * 2 >= finished, sentence
-
-    def _remember_outcome(self, ended, ok):
-        """Keep the outcomes /health judges: those within the window, the
-        newest RECENT_OUTCOMES of them (enough to judge a rate by)."""
-        since = ended - self.settings.health_window_ms
-        kept = [entry for entry in self.meta['recent']
-                if isinstance(entry, list) and entry[0] >= since]  # not 1.x booleans
-        self.meta['recent'] = (kept + [[ended, ok]])[-RECENT_OUTCOMES:]
-
-    def info(self):
-        return {
-            'name': 'POD Engine', 'version': __version__,
-            'config': {
-                'maxConcurrent': self.settings.max_concurrent_jobs,
-                'maxRetries': self.settings.max_job_retries,
-                'persistenceEnabled': self.settings.enable_persistence,
-                'monitoringEnabled': self.settings.enable_monitoring,
-                'jobTimeoutMs': self.settings.job_timeout_ms,
-                'retryDelayMs': self.settings.retry_delay_ms,
-                'imageBackend': self.image_backend.describe(),
-                'promptWriter': self.prompt_writer.describe(),
-                'platforms': [publisher.describe() for publisher in self.publishers],
-                'shops': {publisher.name: publisher.facts() for publisher in self.publishers
-                          if publisher.facts() is not None},
-                'productsPublishing': len(self.follower),
-                'productTypes': sorted(self.product_types),
-                'customHandlers': sorted(self.handlers),
-            },
-        }
-
-
-
 ###############################################################################
 # Adapters and plugins ########################################################
 ###############################################################################
@@ -2455,6 +1702,7 @@ class Plugins:
 
     def __init__(self):
         self.handlers = {}
+        self.validators = {}  # handler name -> check(request, product_types)
         self.image_backends = {}
         self.publishers = {}
         self.prompt_writers = {}
@@ -2468,12 +1716,15 @@ def load_plugins(module_names):
         except Exception as exc:
             raise ConfigError(f'CUSTOM_HANDLERS: cannot import {name!r}: {exc}') from None
         plugins.handlers.update(getattr(module, 'HANDLERS', {}))
+        plugins.validators.update(getattr(module, 'VALIDATORS', {}))
         plugins.image_backends.update(getattr(module, 'IMAGE_BACKENDS', {}))
         plugins.publishers.update(getattr(module, 'PUBLISHERS', {}))
         plugins.prompt_writers.update(getattr(module, 'PROMPT_WRITERS', {}))
     for name, handler in plugins.handlers.items():
         if not callable(handler):
             raise ConfigError(f'CUSTOM_HANDLERS: handler {name!r} is not callable')
+        if hasattr(handler, 'validate'):  # how 1.x plugins named their check
+            plugins.validators.setdefault(name, handler.validate)
     return plugins
 
 
@@ -2528,30 +1779,11 @@ def pick(registry, name, setting):
 # Pipeline: what each job type does ###########################################
 ###############################################################################
 
-class Outcome:
-    """How an attempt ended. Returned, not raised, so gevent does not print
-    a failed job as if it were a crash of the engine."""
-
-    def __init__(self, result=None, error=None):
-        self.result, self.error, self.succeeded = result, error, error is None
-
-
-def outcome_of(fn, *args):
-    """``fn(*args)`` as an Outcome, for a greenlet whose error its parent raises."""
-    try:
-        return Outcome(result=fn(*args))
-    except Exception as exc:
-        return Outcome(error=exc)
-
-
-def run_attempt(ctx):
-    """Run one attempt of the context's job."""
+def perform_job(ctx):
+    """What the context's job does (one attempt of it), by its type: an Outcome."""
     runner = {'generate': run_generate, 'batch': run_batch, 'custom': run_custom,
               'order': run_order}
-    try:
-        return Outcome(result=runner[ctx.job['type']](ctx.job['request'], ctx))
-    except Exception as exc:
-        return Outcome(error=exc)
+    return outcome_of(runner[ctx.job['type']], ctx.job['request'], ctx)
 
 
 def run_generate(request, ctx):
@@ -3046,9 +2278,6 @@ def brief_for_image(request, ctx):
     return brief
 
 
-publish_image.validate = validate_publish_image
-
-
 def comfyui_workflow(request, ctx):
     """Run the request's own ComfyUI workflow and collect its images; publish
     them like a generate job when productTypes are given."""
@@ -3104,8 +2333,9 @@ def validate_comfyui_workflow(request, catalog):
     return request
 
 
-comfyui_workflow.validate = validate_comfyui_workflow
 BUILTIN_HANDLERS = {'publish_image': publish_image, 'comfyui_workflow': comfyui_workflow}
+BUILTIN_VALIDATORS = {'publish_image': validate_publish_image,
+                      'comfyui_workflow': validate_comfyui_workflow}
 
 
 ###############################################################################
@@ -3185,6 +2415,793 @@ def create_registry(engine):
         ['type', 'outcome'], registry=registry,
         buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
     return registry, job_seconds
+
+
+###############################################################################
+# The engine: workers and the life of a job ###################################
+###############################################################################
+
+class JobContext:
+    """The handle a running job's code gets: progress, logs, checkpoints."""
+
+    def __init__(self, engine, job, prefix='', span=(0, 100), image_lane=None, memo=None):
+        self.engine = engine
+        self.job = job
+        self.memo = {} if memo is None else memo  # this attempt's derived values
+        self.image_lane = image_lane or gevent.lock.Semaphore(IMAGES_IN_FLIGHT)
+        self.job_id = job['id']
+        self.settings = engine.settings
+        self.data_dir = engine.settings.data_path
+        self.job_dir = self.data_dir / 'designs' / job['id']
+        self.prefix = prefix
+        self.span = span
+        self.http = engine.http
+        self.image_backend = engine.image_backend
+        self.prompt_writer = engine.prompt_writer
+        self.publishers = engine.publishers
+        self.product_types = engine.product_types
+
+    def log(self, message, level='INFO'):
+        self.engine.add_log(self.job, message, level)
+
+    def progress(self, percent):
+        low, high = self.span
+        self.engine.set_progress(self.job, low + (high - low) * percent / 100)
+
+    @property
+    def cancelled(self):
+        return self.job['status'] != RUNNING
+
+    def checkpoint(self, key, make):
+        """The stored value of step ``key``, or ``make()`` stored durably.
+
+        Values must be JSON-serialisable. A retry or restart finds them and
+        skips the step.
+        """
+        key = self.prefix + key
+        done = self.job['checkpoints']
+        if key not in done:
+            # Kept in memory even if the save fails: the step has run (made
+            # something upstream), and running it again could make it twice.
+            done[key] = make()
+            self.engine.save(self.job).get()
+        return done[key]
+
+    def remember(self, key, make):
+        """The value of step ``key`` in this attempt, or ``make()`` kept in
+        memory: for steps that redo the same from files on disk after a
+        restart, so they need no durable save (a save writes the whole job)."""
+        key = self.prefix + key
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
+    def lookup(self, key):
+        """The stored value of step ``key``, or None if it has not run."""
+        return self.job['checkpoints'].get(self.prefix + key)
+
+    def forget(self, key):
+        """Drop a checkpoint, so the step runs again (e.g. on another server)."""
+        if self.job['checkpoints'].pop(self.prefix + key, None) is not None:
+            self.engine.save(self.job).get()
+
+    def scoped(self, prefix, span):
+        """A context for a part of the job (a batch item): own keys, own share."""
+        low, high = self.span
+        width = high - low
+        return JobContext(self.engine, self.job, self.prefix + prefix,
+                          (low + width * span[0] / 100, low + width * span[1] / 100),
+                          self.image_lane, self.memo)
+
+    def file_url(self, path):
+        return f'{self.engine.public_url}/files/{quote(str(path))}'
+
+    def run_in_thread(self, fn, *args):
+        return run_in_thread(fn, *args)
+
+
+RECENT_OUTCOMES = 200  # job outcomes /health keeps to judge a failure rate by
+
+
+class Engine:
+    """The jobs, the queue and the workers; everything the API acts on."""
+
+    def __init__(self, settings, store=None, adapters=None, clock=None):
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.events = EventBus()
+        self.store = store or (JournalStore(settings.data_path)
+                               if settings.enable_persistence else MemoryStore())
+        self.jobs = JobTable(archive=None)  # the store's, once open
+        self.counts = collections.Counter()
+        self.meta = {'totalJobs': 0, 'completedJobs': 0, 'failedJobs': 0,
+                     'cancelledJobs': 0, 'jobTimeTotal': 0, 'jobTimeCount': 0,
+                     'lastActivity': None, 'recent': []}
+        self.queue = JobQueue()
+        self.started_at = now_ms()
+        self.public_url = ''
+        self.http = requests.Session()
+        self.http.headers['User-Agent'] = f'pod-engine/{__version__}'
+        self.plugins = load_plugins(settings.custom_handlers)
+        self.product_types = load_product_types(settings.product_types_file)
+        self.blocklist = Blocklist.load(settings.blocked_terms_file)
+        self.handlers = {**BUILTIN_HANDLERS, **self.plugins.handlers}
+        self.validators = {**BUILTIN_VALIDATORS, **self.plugins.validators}
+        self.schemas = RequestSchemas(self.product_types, self.handlers)
+        self.stats = collections.Counter()
+        self._client_counters = {}  # transport -> how many clients it has now
+        self.registry, self.job_seconds = create_registry(self)
+        build = adapters or build_adapters
+        self.image_backend, self.prompt_writer, self.publishers = build(
+            settings, self.http, self.plugins)
+        persisted = settings.enable_persistence
+        self.listings = Listings(settings.data_path / 'listings.json' if persisted else None)
+        self.order_book = OrderBook(settings.data_path / 'orders.json' if persisted else None)
+        self.order_follower = OrderFollower(
+            self.order_desk, self.update_order, settings.order_notify_customer,
+            settings.data_path / 'order-follow.json' if persisted else None)
+        self.follower = PublishFollower(
+            self.publishers, self.update_product, settings.printify_sync_wait_ms,
+            settings.data_path / 'publishing.json' if settings.enable_persistence else None)
+        self.services = {}
+        self.image_up = False
+        self.stopping = False
+        self._attempts = {}
+        self._changing = KeyedLocks().hold  # a job's moves one at a time
+        self.timers = Timers(self._due, self.clock)
+        self.job_backoff = RetryPolicy(first_wait=settings.retry_delay_ms / 1000,
+                                       longest_backoff=settings.retry_max_delay_ms / 1000)
+        self._workers = []
+        self._lock_file = None
+        self._not_ours = set()  # Shopify orders that sell no engine product
+
+    # Start and stop ----------------------------------------------------------
+
+    def open(self):
+        """Take DATA_DIR, load the stored jobs and put interrupted ones back."""
+        if self.settings.enable_persistence:
+            self._lock_data_dir()
+        self.jobs, meta = self.store.open()
+        self.meta.update(meta)
+        self.counts.update(job['status'] for job in self.jobs.values())
+        self._recover()
+
+    def _lock_data_dir(self):
+        path = self.settings.data_path
+        path.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(path / '.lock', 'w')
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f'DATA_DIR: {path} is in use by another POD Engine') from None
+
+    def _recover(self):
+        """Jobs that were running when the engine died start again from their
+        checkpoints. A crash is not the job's failure, so it spends no retry;
+        it is counted apart (as BullMQ counts stalls), and a job interrupted
+        more than MAX_INTERRUPTIONS times fails: one that itself crashes or
+        freezes the engine must not bring it down for ever."""
+        for job in self.jobs.live():
+            if job['type'] == 'order':  # its orders.json line may not have been written
+                self.order_book.restore(job['request']['shopifyOrderId'], job['id'])
+            if job['status'] == RUNNING:
+                self._recover_interrupted(job)
+            if job['status'] == PENDING:
+                self._enqueue(job)
+
+    def _recover_interrupted(self, job):
+        count = job.get('interruptions', 0) + 1
+        allowed = self.settings.max_interruptions
+        if count > allowed:
+            self._finish(job, 'fail', 'Job failed: interrupted by a crash or restart '
+                         f'{count} times; not trying again', 'ERROR', interruptions=count,
+                         error='Interrupted by a crash or restart too many times')
+        else:
+            self._move(job, 'interrupt', 'Interrupted by a crash or restart; resuming from '
+                       f'its checkpoints (interruption {count}/{allowed})', 'WARNING',
+                       interruptions=count)
+
+    def start(self):
+        self.probe_services()
+        for warning in self.fulfilment_warnings():
+            log.warning('%s', warning)
+        self._workers = [gevent.spawn(self._work)
+                         for _ in range(self.settings.max_concurrent_jobs)]
+
+    def stop(self, timeout):
+        """Stop taking jobs, let running ones finish for ``timeout`` seconds,
+        then interrupt the rest; they resume from checkpoints next start."""
+        self.stopping = True
+        self.queue.close(len(self._workers))
+        self.timers.close()
+        gevent.joinall(self._workers, timeout=timeout)
+        for job_id, attempt in list(self._attempts.items()):
+            # As in cancel: the job is pending again before its attempt is
+            # killed, so its worker leaves it be, to resume next start.
+            try:
+                self._move(self.jobs[job_id], 'interrupt', 'Interrupted by shutdown; '
+                           'will resume from its checkpoints', 'WARNING')
+            except Unavailable as exc:  # running on disk: the next start resumes it anyway
+                log.warning('%s: its interruption was not saved: %s', job_id, exc)
+            attempt.kill(block=False)
+            attempt.join(timeout=5)
+        gevent.killall(self._workers, timeout=5)
+        self.store.save_meta(self.meta)
+        self.store.close()
+        for adapter in {self.image_backend, self.prompt_writer, *self.publishers}:
+            adapter.close()
+
+    # Submit, cancel, retry, cleanup -------------------------------------------
+
+    def submit(self, job_type, request, priority='normal', max_retries=None):
+        """Accept a validated job; returns ``(job, public_json(job))`` once it is on disk."""
+        if self.stopping:
+            raise Unavailable('The engine is shutting down; try again shortly')
+        if max_retries is None:
+            max_retries = self.settings.max_job_retries
+        job = new_job(job_type, request, priority, max_retries)
+        self.jobs[job['id']] = job
+        self.counts[PENDING] += 1
+        self.meta['totalJobs'] += 1
+        # The engine's log hears of it at DEBUG, like each HTTP request: at a
+        # few thousand submits a second the line was a tenth of a submit's time
+        # (and past journald's rate limit). The job's own log keeps it.
+        entry = self._write_log(job, f'Job {job["id"]} submitted', engine_level=logging.DEBUG)
+        shown = public_json(job)  # encoded once: saved, and the 201's body
+        try:
+            self._save_durably(job, meta=True, public=shown.decode())
+        except Unavailable:
+            self._forget_unsaved(job)
+            raise
+        self._announce(job, entry)
+        self._enqueue(job)
+        return job, shown
+
+    def _forget_unsaved(self, job):
+        """A submit that could not be saved is refused (503): it must not run."""
+        self.jobs.pop(job['id'], None)
+        self.store.delete(job['id'])
+        self.counts[PENDING] -= 1
+        self.meta['totalJobs'] -= 1
+
+    def _save_durably(self, job, meta=False, public=None):
+        waits = [self.store.save(job, public)]
+        if meta:
+            waits.append(self.store.save_meta(self.meta))
+        try:
+            for waitable in waits:
+                waitable.get()
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from None
+
+    def get(self, job_id):
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFound('Job not found')
+        return job
+
+    def find(self, status=None, newest=False, offset=0, limit=None, job_type=None):
+        """The jobs (with ``status``, of ``job_type``): a JobList (see JobTable.find)."""
+        return self.jobs.find(status, newest, offset, limit, job_type)
+
+    def cancel(self, job_id):
+        job = self.get(job_id)
+        if not allows(job, 'cancel') or not self._finish(job, 'cancel', 'Job cancelled',
+                                                         'WARNING'):
+            raise Conflict('Cannot cancel job')
+        self.queue.discard(job_id)
+        self.timers.discard(job_id)
+        attempt = self._attempts.get(job_id)
+        if attempt is not None:
+            # Stop the work itself, not just the bookkeeping. It is killed once
+            # the job is cancelled, so its worker sees that, not a failed attempt.
+            attempt.kill(block=False)
+            attempt.join(timeout=10)  # its adapters clean up in `finally`
+
+    def retry(self, job_id):
+        job = self.get(job_id)
+        if job['status'] == COMPLETED and publish_failed(job):
+            return self._republish(job)
+        if not allows(job, 'retry'):
+            raise Conflict('Cannot retry job')
+        if isinstance(job, ArchivedJob):
+            job = self.jobs[job_id] = job.load()
+        if publish_failed(job):  # its checkpoints hold those publishes as sent
+            self._republish(job)
+        counter = {FINISH_COUNTERS[job['status']]: -1}
+        if not self._move(job, 'retry', 'Manual retry: queued with a fresh retry budget',
+                          meta=counter, retryCount=0, interruptions=0, error=None,
+                          result=None, completedAt=None, progress=0, nextRetryAt=None):
+            raise Conflict('Cannot retry job')
+        self.stats['retries'] += 1
+        self._enqueue(job)
+
+    def _republish(self, job):
+        """A completed job's retry: publish its publish_failed products again."""
+        if isinstance(job, ArchivedJob):
+            job = self.jobs[job['id']] = job.load()
+        try:
+            sent = self.follower.republish(job['id'], job['result']['products'])
+        except AdapterError as exc:
+            raise Unavailable(f'Could not publish again: {exc}') from None
+        entry = self._write_log(job, f'Manual retry: publishing {sent} product(s) again',
+                                'WARNING')
+        self._save_durably(job)
+        self._announce(job, entry)
+
+    def update_product(self, job_id, product_id, changes, message, level='INFO'):
+        """Record a change to one product of a finished job (the follower's)."""
+        def change(job):
+            for product in (job.get('result') or {}).get('products', []):
+                if str(product.get('productId')) == product_id:
+                    product.update(changes)
+        self._change_finished(job_id, change, message, level)
+
+    def update_order(self, job_id, changes, message, level='INFO'):
+        """Record where a forwarded order stands in its job's result (the order follower's)."""
+        def change(job):
+            job['result'] = {**(job.get('result') or {}), **changes}
+        self._change_finished(job_id, change, message, level)
+
+    def note_on_job(self, job_id, message, level='INFO'):
+        """Add a log line to a job, finished or not."""
+        self._change_finished(job_id, lambda job: None, message, level)
+
+    def _change_finished(self, job_id, change, message, level):
+        job = self.jobs.get(job_id)
+        if job is None:
+            return  # cleaned up meanwhile: nobody can see it any more
+        if isinstance(job, ArchivedJob):
+            job = self.jobs[job_id] = job.load()
+        with self._changing(job_id):
+            change(job)
+            entry = self._write_log(job, message, level)
+            self._save_durably(job)
+        self._announce(job, entry)
+
+    # Orders ------------------------------------------------------------------
+
+    def order_desk(self):
+        """What forwards Shopify sales to Printify, or None when they are not
+        the engine's to send: no Shopify or no Printify, a dry run, or a
+        Printify shop connected to a channel (Printify gets its orders itself)."""
+        by_name = {publisher.name: publisher for publisher in self.publishers}
+        printify, shopify = by_name.get('printify'), by_name.get('shopify')
+        if printify is None or shopify is None or self.settings.dry_run:
+            return None
+        return OrderDesk(printify, shopify, self.settings) if printify.kind() == 'api' else None
+
+    def take_order(self, topic, order):
+        """The order job of a Shopify order webhook: made on the first
+        ``orders/create`` of an order with a product the engine made, the
+        same one for every repeat. None for a sale of other products."""
+        order_id = str(order.get('admin_graphql_api_id') or
+                       f'gid://shopify/Order/{order.get("id")}')
+        known = self.order_book.job_of(order_id)
+        if topic == 'orders/cancelled' and known:
+            self.cancel_sale(order_id, order.get('name'), known)
+        if topic != 'orders/create':
+            return known
+        products = [product_gid(item.get('product_id')) for item in
+                    order.get('line_items') or [] if item.get('product_id')]
+        return self.take_sale(order_id, order.get('name'), products)
+
+    def take_sale(self, order_id, name, products):
+        """The order job of a Shopify order selling ``products`` (gids), or
+        None when none of them is the engine's."""
+        if not any(self.listings.printify_product(p) for p in products if p):
+            log.info('Shopify order %s sells no product the engine made', name)
+            return None
+        request = {'shopifyOrderId': order_id, 'shopifyOrderName': str(name)}
+        return self.order_book.take(order_id, lambda: self.submit(
+            'order', request, self.settings.order_priority)[0]['id'])
+
+    def cancel_sale(self, order_id, name, job_id):
+        """A Shopify cancellation of a taken order: its Printify order is
+        cancelled while that is allowed (adapters/shipments.py)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        unfinished = job['status'] not in (COMPLETED, FAILED, CANCELLED)
+        if self.order_follower.cancel(order_id, job_id, unfinished):
+            self.note_on_job(job_id, f'Shopify: order {name} was cancelled', 'WARNING')
+
+    def reconcile_orders(self):
+        """Take the Shopify orders that no webhook brought, and the
+        cancellations (every ORDER_POLL_INTERVAL_MS); how many were taken."""
+        desk = self.order_desk()
+        if desk is None:
+            return 0
+        intake, since = self.order_book.window(self.started_at / 1000)
+        taken, read_to = 0, since
+        for order in desk.recent_orders(since):
+            read_to = max(read_to, order['updatedAt'])
+            known = self.order_book.job_of(order['id'])
+            if known and order['cancelled']:
+                self.cancel_sale(order['id'], order['name'], known)
+            elif not known and not order['cancelled'] and order['unfulfilled'] and \
+                    order['createdAt'] >= intake and order['id'] not in self._not_ours:
+                products = desk.products_of(order['id'])
+                if self.take_sale(order['id'], order['name'], products) is None:
+                    if len(self._not_ours) > 10_000:  # bounded; reading one again is cheap
+                        self._not_ours.clear()
+                    self._not_ours.add(order['id'])  # read once, however often it changes
+                else:
+                    taken += 1
+        self.order_book.read_to(read_to)
+        if taken:
+            log.warning('took %d Shopify order(s) that no webhook brought', taken)
+        return taken
+
+    def register_webhooks(self):
+        """At start, with PUBLIC_URL set: subscribe the webhook routes to the
+        order topics (a WARNING when that fails; the reconciler still polls)."""
+        try:
+            desk = self.order_desk()
+            if desk is not None:
+                added = desk.register_webhooks(self.public_url,
+                                               self.settings.printify_webhook_secret)
+                log.info('order webhooks: %s', ', '.join(added) or 'already subscribed')
+        except AdapterError as exc:
+            log.warning('order webhooks were not subscribed: %s', exc)
+
+    def follow_orders(self):
+        """The order poll: Shopify's recent orders, then the forwarded ones."""
+        try:
+            self.reconcile_orders()
+        except AdapterError as exc:  # Shopify is down: read again next time
+            log.warning('reading recent Shopify orders: %s', exc)
+        self.order_follower.poll()
+
+    def cleanup(self, max_age_ms):
+        """Remove finished jobs whose completedAt is at least max_age_ms ago."""
+        cutoff = now_ms() - max_age_ms
+        old = [job_id for job_id, job in self.jobs.items()
+               if job['status'] in FINISHED and job['completedAt'] is not None
+               and job['completedAt'] <= cutoff]
+        for job_id in old:
+            job = self.jobs.pop(job_id)
+            self.counts[job['status']] -= 1
+            self.store.delete(job_id)
+        if old:
+            log.info('cleanup removed %d finished jobs', len(old))
+            self.events.emit(JOB_REMOVED, {'ids': old})
+            self.events.emit(METRICS, self.metrics())
+        return len(old)
+
+    # Moves: the only place that writes `status` --------------------------------
+
+    def _move(self, job, move, message, level='INFO', meta=None, **fields):
+        """Make ``move`` (see MOVES) on ``job`` with ``fields``, logging
+        ``message``; False when the job's status no longer allows it (a move
+        made meanwhile came first).
+
+        The changed job is saved first and applied after, so memory never
+        holds a status the disk does not: a StoreError raises Unavailable and
+        leaves the job as it was. A job makes one move at a time (a second
+        waits for the first's save). ``meta``: amounts to add to the engine's
+        counters, saved with it.
+        """
+        leaves, status = MOVES[move]
+        with self._changing(job['id']):
+            if job['status'] not in leaves:
+                return False
+            entry = log_entry(message, level)
+            changed = {**job, **fields, 'status': status,
+                       'logs': [*job['logs'], entry][-self.settings.max_job_logs:]}
+            # The counters go in before the save, so that any meta line written
+            # meanwhile (a submit's) carries them too; out again if it fails.
+            self._add_to_meta(meta or {}, 1)
+            try:
+                self._save_durably(changed, meta=meta is not None)
+            except Unavailable:
+                self._add_to_meta(meta or {}, -1)
+                raise
+            self.counts[job['status']] -= 1
+            self.counts[status] += 1
+            job.update(changed)
+        self._log_line(job, message, level)
+        self._announce(job, entry)
+        return True
+
+    def _add_to_meta(self, amounts, sign):
+        for key, amount in amounts.items():
+            self.meta[key] += sign * amount
+
+    def _finish(self, job, move, message, level, **fields):
+        """A move that ends the job, with its counters; False as in _move."""
+        status = MOVES[move][1]
+        ended = self.clock.now_ms()
+        counters = {FINISH_COUNTERS[status]: 1}
+        if status == COMPLETED and job['startedAt']:
+            counters.update(jobTimeTotal=ended - job['startedAt'], jobTimeCount=1)
+        self.meta['lastActivity'] = ended
+        if not self._move(job, move, message, level, meta=counters, completedAt=ended,
+                          nextRetryAt=None, **fields):
+            return False
+        if status != CANCELLED and job['startedAt']:
+            self.job_seconds.labels(job['type'], status).observe(
+                (ended - job['startedAt']) / 1000)
+        if status != CANCELLED:
+            self._remember_outcome(ended, status == COMPLETED)
+        return True
+
+    def _until_saved(self, job, move):
+        """``move()`` (one that ends an attempt) until the store takes it.
+        Until then the job is running with nothing behind it, and giving up
+        would leave it to nobody. If the engine stops first, the job is
+        running on disk, and the next start resumes it from its checkpoints."""
+        pause = STORE_RETRY_MS
+        while True:
+            try:
+                return move()
+            except Unavailable as exc:
+                if self.stopping:
+                    log.warning('%s: the end of its attempt was not saved: %s', job['id'], exc)
+                    return False
+                log.error('%s: the end of its attempt was not saved (%s); trying again in '
+                          '%.0f s', job['id'], exc, pause / 1000)
+                self.clock.sleep(pause / 1000)
+                pause = min(pause * 2, STORE_RETRY_MAX_MS)
+
+    def save(self, job):
+        """Save ``job`` as memory holds it (a checkpoint, a log line); returns
+        the store's waitable. Not while a move of the job is on its way to
+        disk: that line would be followed by one with the status it left."""
+        with self._changing(job['id']):
+            return self.store.save(job)
+
+    def _announce(self, job, entry):
+        """The events of a change, once it is on disk: watchers never hear of
+        a change that a crash could still take back."""
+        self.events.emit(LOG, {'jobId': job['id'], **entry})
+        self.events.emit(JOB_UPDATE, public_job(job, logs=False))
+
+    def add_log(self, job, message, level='INFO', save=False):
+        entry = self._write_log(job, message, level)
+        self.events.emit(LOG, {'jobId': job['id'], **entry})
+        if save or job['status'] in FINISHED:  # a finished job changes only through a save
+            self.save(job)
+
+    def _write_log(self, job, message, level='INFO', engine_level=None):
+        """Append a line to the job's log (and the engine's, at ``level`` unless
+        ``engine_level`` is given); returns it."""
+        entry = log_entry(message, level)
+        job['logs'].append(entry)
+        del job['logs'][:-self.settings.max_job_logs]
+        self._log_line(job, message, level, engine_level)
+        return entry
+
+    @staticmethod
+    def _log_line(job, message, level, engine_level=None):
+        log.log(engine_level or LOG_LEVELS.get(level, logging.INFO), '%s: %s', job['id'],
+                message, extra={'job_id': job['id']})
+
+    def set_progress(self, job, percent):
+        # Never backwards within an attempt: a resumed job skips its finished
+        # steps quickly, and its bar should not jump back and forth meanwhile.
+        percent = max(0, min(100, int(percent)))
+        if percent > job['progress'] and job['status'] == RUNNING:
+            job['progress'] = percent
+            self.events.emit(JOB_PROGRESS, {'id': job['id'], 'status': job['status'],
+                                            'progress': percent})
+
+    # The queue and the workers -----------------------------------------------
+
+    def _enqueue(self, job):
+        due = job.get('nextRetryAt')
+        if due and due > self.clock.now_ms():
+            self.timers.add(job['id'], due)
+        else:
+            self.queue.push(job['id'], job['priority'])
+
+    def _due(self, job_id):
+        """A pending job's wait is over (its retry's backoff, or a pause after
+        the store refused its start): back into the queue."""
+        job = self.jobs.get(job_id)
+        if job is None or job['status'] != PENDING or self.stopping:
+            return
+        if job.get('nextRetryAt'):
+            job['nextRetryAt'] = None
+            self.add_log(job, f'Retrying job (attempt {job["retryCount"]}/'
+                         f'{job["maxRetries"]})', save=True)
+        self.queue.push(job_id, job['priority'])
+
+    def _work(self):
+        while not self.stopping:
+            job_id = self.queue.pop()
+            job = self.jobs.get(job_id) if job_id else None
+            if job is not None and job['status'] == PENDING:
+                try:
+                    self._run_attempt(job)
+                except Exception:
+                    log.exception('worker error on %s', job_id)
+
+    def _run_attempt(self, job):
+        """One attempt of ``job``, from its start to the move that ends it."""
+        try:
+            started = self._move(job, 'start', f'Job started (type: {job["type"]})',
+                                 startedAt=self.clock.now_ms(), nextRetryAt=None, progress=0)
+        except Unavailable as exc:  # still pending, and it comes back after a pause
+            log.error('%s could not start: %s; trying again in %.0f s', job['id'], exc,
+                      STORE_RETRY_MS / 1000)
+            self.timers.add(job['id'], self.clock.now_ms() + STORE_RETRY_MS)
+            return
+        if not started:
+            return  # cancelled meanwhile
+        attempt = gevent.spawn(perform_job, JobContext(self, job))
+        self._attempts[job['id']] = attempt
+        try:
+            attempt.join(timeout=self.settings.job_timeout_ms / 1000)
+            if not attempt.ready():
+                attempt.kill(block=True, timeout=10)
+                outcome = Outcome(error=JobFailure('Job timeout', retryable=True))
+            elif job['status'] != RUNNING or not isinstance(attempt.value, Outcome):
+                return  # cancelled, or interrupted by a stop (then it was killed)
+            else:
+                outcome = attempt.value
+        finally:
+            self._attempts.pop(job['id'], None)
+        if outcome.succeeded:
+            self._complete(job, outcome.result)
+        else:
+            self._attempt_failed(job, self._failure_of(job, outcome.error))
+
+    def _failure_of(self, job, exc):
+        failure = as_job_failure(exc)
+        if not isinstance(exc, (PodEngineError, requests.RequestException)):
+            log.error('%s raised %r', job['id'], exc, exc_info=exc)
+        return failure
+
+    def _complete(self, job, result):
+        self.follower.watch(job['id'], result.get('products'))  # before it reads finished
+        if job['type'] == 'order':
+            self.order_follower.watch(job['id'], result)
+        self.listings.note(job['id'], products_of(result))
+        self._until_saved(job, lambda: self._finish(
+            job, 'complete', 'Job completed successfully', 'SUCCESS', progress=100,
+            result=result, error=None))
+
+    def _attempt_failed(self, job, failure):
+        message = str(failure) or type(failure).__name__
+        if failure.retryable and job['retryCount'] < job['maxRetries']:
+            count = job['retryCount'] + 1
+            delay = self.retry_delay_ms(count)
+            due = self.clock.now_ms() + delay
+            if self._until_saved(job, lambda: self._move(
+                    job, 'back off', f'Job failed: {message}; retry {count}/'
+                    f'{job["maxRetries"]} in {delay / 1000:.1f}s', 'WARNING', error=message,
+                    result=failure.result, retryCount=count, nextRetryAt=due)):
+                self.stats['retries'] += 1
+                self.timers.add(job['id'], due)
+        else:
+            self.follower.watch(job['id'], (failure.result or {}).get('products'))
+            self.listings.note(job['id'], products_of(failure.result))
+            self._until_saved(job, lambda: self._finish(
+                job, 'fail', f'Job failed: {message}', 'ERROR', error=message,
+                result=failure.result))
+
+    def retry_delay_ms(self, attempt):
+        """RETRY_DELAY_MS x 2^(attempt-1), at most RETRY_MAX_DELAY_MS, with jitter."""
+        return int(self.job_backoff.backoff(attempt) * 1000)
+
+    # Metrics and health ------------------------------------------------------
+
+    def metrics(self):
+        meta = self.meta
+        finished = meta['completedJobs'] + meta['failedJobs']
+        average = meta['jobTimeTotal'] / meta['jobTimeCount'] if meta['jobTimeCount'] else 0
+        return {
+            'totalJobs': meta['totalJobs'], 'completedJobs': meta['completedJobs'],
+            'failedJobs': meta['failedJobs'], 'cancelledJobs': meta['cancelledJobs'],
+            'runningJobs': self.counts[RUNNING], 'pendingJobs': self.counts[PENDING],
+            'averageJobTime': round(average),
+            'successRate': round(meta['completedJobs'] / finished * 100, 2) if finished else 0,
+            'uptime': now_ms() - self.started_at, 'lastActivity': meta['lastActivity'],
+        }
+
+    def probe_services(self):
+        """Ask each backend whether it is up, all at once, with a time limit."""
+        adapters = {self.image_backend, self.prompt_writer, *self.publishers}
+        probes = {adapter: gevent.spawn(adapter.health) for adapter in adapters}
+        gevent.joinall(probes.values(), timeout=5)
+        status = {name: False for name in ('comfyui', 'printify', 'shopify')}
+        for adapter, probe in probes.items():
+            up = probe.successful() and bool(probe.value)
+            probe.kill(block=False)
+            if adapter is not self.prompt_writer or adapter.name != 'template':
+                status[adapter.name] = status.get(adapter.name, False) or up
+        self.image_up = probes[self.image_backend].successful() and bool(
+            probes[self.image_backend].value)
+        self.services = status
+
+    def fulfilment_warnings(self):
+        """Why orders might not reach a printer with this configuration."""
+        return [warning for publisher in self.publishers
+                for warning in publisher.fulfilment_warnings(self.publishers)]
+
+    def health(self):
+        """The status and the reasons for it. Unhealthy: no image can be drawn,
+        a backend refuses its configuration, or at least half of the jobs that
+        finished within HEALTH_WINDOW_MS failed (judged from HEALTH_MIN_SAMPLE
+        of them: one failed test job must not take a fresh box out). Degraded:
+        a publisher or the LLM is down."""
+        unhealthy, degraded = [], []
+        services, details = dict(self.services), {}
+        if not self.image_up:
+            unhealthy.append(f'the image backend ({self.image_backend.name}) is down')
+        for adapter in {self.image_backend, self.prompt_writer, *self.publishers}:
+            if problems := adapter.problems():  # learnt since the last probe, maybe
+                unhealthy.extend(problems)
+                services[adapter.name] = False
+            if (detail := adapter.details()) is not None:
+                details[adapter.name] = detail
+        if problem := self.store.problem():
+            unhealthy.append(problem)
+        failing, outcomes = self.failure_rate()
+        if failing:
+            unhealthy.append(outcomes)
+        needed = [*self.publishers] + ([self.prompt_writer]
+                                       if self.prompt_writer.name != 'template' else [])
+        degraded.extend(f'{adapter.name} is down' for adapter in needed
+                        if not services.get(adapter.name) and not adapter.problems())
+        status = 'unhealthy' if unhealthy else 'degraded' if degraded else 'healthy'
+        reasons = unhealthy + degraded or ['every backend is up']
+        report = {'status': status, 'uptime': now_ms() - self.started_at,
+                  'reasons': reasons + ([] if failing else [outcomes]),
+                  'metrics': self.metrics(), 'services': services}
+        if details:
+            report['details'] = details
+        return report
+
+    def failure_rate(self):
+        """(failing?, a sentence) from the jobs finished within the window."""
+        window = self.settings.health_window_ms
+        since = now_ms() - window
+        recent = [ok for ended, ok in self.meta['recent'] if ended >= since]
+        failed, finished = recent.count(False), len(recent)
+        sentence = (f'{failed} of the {finished} jobs finished in the last '
+                    f'{span(window)} failed')
+        if finished < self.settings.health_min_sample:
+            return False, (f'{sentence}; {self.settings.health_min_sample} are needed '
+                           f'to judge')
+        return failed * 2 >= finished, sentence
+
+    def _remember_outcome(self, ended, ok):
+        """Keep the outcomes /health judges: those within the window, the
+        newest RECENT_OUTCOMES of them (enough to judge a rate by)."""
+        since = ended - self.settings.health_window_ms
+        kept = [entry for entry in self.meta['recent']
+                if isinstance(entry, list) and entry[0] >= since]  # not 1.x booleans
+        self.meta['recent'] = (kept + [[ended, ok]])[-RECENT_OUTCOMES:]
+
+    def count_clients_with(self, transport, count):
+        """``count()`` says how many event clients ``transport`` has (for /metrics)."""
+        self._client_counters[transport] = count
+
+    def count_clients(self):
+        return {transport: count() for transport, count in self._client_counters.items()}
+
+    def info(self):
+        return {
+            'name': 'POD Engine', 'version': __version__,
+            'config': {
+                'maxConcurrent': self.settings.max_concurrent_jobs,
+                'maxRetries': self.settings.max_job_retries,
+                'persistenceEnabled': self.settings.enable_persistence,
+                'monitoringEnabled': self.settings.enable_monitoring,
+                'jobTimeoutMs': self.settings.job_timeout_ms,
+                'retryDelayMs': self.settings.retry_delay_ms,
+                'imageBackend': self.image_backend.describe(),
+                'promptWriter': self.prompt_writer.describe(),
+                'platforms': [publisher.describe() for publisher in self.publishers],
+                'shops': {publisher.name: publisher.facts() for publisher in self.publishers
+                          if publisher.facts() is not None},
+                'productsPublishing': len(self.follower),
+                'productTypes': sorted(self.product_types),
+                'customHandlers': sorted(self.handlers),
+            },
+        }
 
 
 ###############################################################################
@@ -3563,7 +3580,7 @@ def finish_request(engine, job_type, request, where=''):
         return {**engine.schemas.defaults('GenerateItem'), **request}
     if job_type == 'batch':
         return {'items': [finish_request(engine, 'generate', item) for item in request['items']]}
-    check = getattr(engine.handlers[request['handler']], 'validate', None)
+    check = engine.validators.get(request['handler'])
     if check is None:
         return dict(request)
     try:
@@ -3855,8 +3872,8 @@ def create_wsgi(engine):
         if environ.get('PATH_INFO') == '/ws':
             return stream(environ, start_response)
         return api(environ, start_response)
-    engine.count_clients = lambda: {'socketio': len(sio.eio.sockets),
-                                    'ws': len(stream.clients)}
+    engine.count_clients_with('socketio', lambda: len(sio.eio.sockets))
+    engine.count_clients_with('ws', lambda: len(stream.clients))
     gated = gate.wrap(app)
     gated.gate = gate  # the Handler checks WebSocket upgrades against it
     return gated, sio, stream
@@ -4187,6 +4204,7 @@ def print_help():
 
 
 def main(argv=None):
+    """Run the engine until SIGTERM; ``--help`` lists the settings."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ('-h', '--help'):
         print_help()

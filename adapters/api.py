@@ -156,25 +156,61 @@ class WaitTally:
         self.waited += seconds
 
 
+class RetryPolicy:
+    """How a client tries a request again in place (stripe-python's shape):
+    ``tries`` sends in all; before each next one, a 429's ``Retry-After``
+    (at most ``longest_wait`` seconds) or a backoff from ``first_wait``
+    seconds, doubling up to ``longest_backoff`` (16 times ``first_wait``
+    unless given), with jitter. Never a wait after the last try. ``sleep`` is
+    injectable, so a test's waits take no time. The engine's retries of a
+    whole job back off by one too (RETRY_DELAY_MS, RETRY_MAX_DELAY_MS).
+    """
+
+    def __init__(self, tries=6, first_wait=0.5, longest_wait=60.0, sleep=gevent.sleep,
+                 longest_backoff=None):
+        self.tries = tries
+        self.first_wait = first_wait
+        self.longest_wait = longest_wait
+        self.longest_backoff = 16 * first_wait if longest_backoff is None else longest_backoff
+        self.sleep = sleep
+
+    def backoff(self, attempt):
+        """Seconds before try ``attempt + 1``: ``first_wait``, twice that, four
+        times ..., at most ``longest_backoff``, each +-20 %: jobs that failed
+        together must not all come back at the same moment."""
+        doubled = self.first_wait * 2 ** min(attempt - 1, 64)
+        return min(self.longest_backoff, doubled) * random.uniform(0.8, 1.2)
+
+    def again(self, response):
+        """Whether an answer is worth sending the request again for."""
+        return response.status_code == 429 or response.status_code >= 500
+
+    def wait(self, attempt, response):
+        """Seconds to wait after ``attempt`` was answered with ``response``."""
+        if response.status_code == 429:
+            return min(retry_after(response) or self.backoff(attempt), self.longest_wait)
+        return self.backoff(attempt)
+
+
 class ApiClient:
     """Base of a platform client: base URL, headers, limiters, retries in place.
 
     Subclasses set ``platform``, build ``headers()``, pick ``limiters_for(method,
-    path)`` and read the platform's error text in ``reason(response)``.
+    path)`` and read the platform's error text in ``reason(response)``. The
+    session ``http`` and the RetryPolicy ``retry`` are the caller's.
     """
 
     platform = 'api'
-    max_waits = 6          # 429s and 5xx retried in place before giving up
-    longest_wait = 60.0    # seconds
 
-    def __init__(self, base_url, http, timeout=30, first_wait=0.5):
+    def __init__(self, base_url, http, retry, timeout=30):
+        if http is None:
+            raise TypeError(f'{type(self).__name__} needs an HTTP session')
         self.base_url = base_url.rstrip('/')
         self.http = http
+        self.retry = retry
         self.timeout = timeout
-        self.first_wait = first_wait  # seconds (UPSTREAM_RETRY_DELAY_MS)
         self.requests_sent = 0
-        self.rate_limited = 0
-        self.responses = collections.Counter()  # status code (or 'error') -> count
+        self.responses = collections.Counter()  # status code (or 'error') -> count (/metrics)
         self.limits = {}
 
     def headers(self):
@@ -186,14 +222,16 @@ class ApiClient:
     def reason(self, response):
         return response.text[:300]
 
-    def call(self, method, path, once=False, **kwargs):
+    def call(self, method, path, once=False, tries=None, **kwargs):
         """Send one request; the decoded JSON body (or None when empty).
 
         ``once``: a write that must not happen twice (a create). A 429 is
         still waited out (it was refused, not done), but a 5xx is not sent
-        again: it raises UnclearAnswer, as a lost connection does.
+        again: it raises UnclearAnswer, as a lost connection does. ``tries``:
+        at most this many sends (the policy's when None).
         """
-        for attempt in range(1, self.max_waits + 1):
+        tries = tries or self.retry.tries
+        for attempt in range(1, tries + 1):
             with contextlib.ExitStack() as places:
                 for limiter in self.limiters_for(method, path):
                     places.enter_context(limiter.slot())
@@ -202,15 +240,21 @@ class ApiClient:
                 raise UnclearAnswer(f'{self.platform}: {method} {path} answered '
                                     f'{response.status_code}: {self.reason(response)}',
                                     adapter=self.platform, status=response.status_code)
-            wait = self._wait_before_retry(method, path, response, attempt)
-            if wait is None:
-                return self._result(method, path, response)
+            if not self.retry.again(response):
+                break
+            wait = self.retry.wait(attempt, response)
+            if response.status_code == 429:
+                for limiter in self.limiters_for(method, path):
+                    limiter.penalise(wait)
+            if attempt == tries:
+                break
             log.warning('%s %s %s answered %s; trying again in %.1fs', self.platform,
                         method, path, response.status_code, wait)
-            gevent.sleep(wait)
-        raise AdapterError(f'{self.platform}: {method} {path} still answered '
-                           f'{response.status_code} after {self.max_waits} tries',
-                           adapter=self.platform, status=response.status_code)
+            self.retry.sleep(wait)
+        if response.status_code == 429:
+            raise AdapterError(f'{self.platform}: {method} {path} still answered 429 after '
+                               f'{tries} tries', adapter=self.platform, status=429)
+        return self._result(method, path, response)
 
     def _send(self, method, path, **kwargs):
         self.requests_sent += 1
@@ -224,18 +268,6 @@ class ApiClient:
             # The exception text can hold the URL, never the headers: no token.
             raise UnclearAnswer(f'{self.platform}: {method} {path} failed: '
                                 f'{type(exc).__name__}', adapter=self.platform) from None
-
-    def _wait_before_retry(self, method, path, response, attempt):
-        """Seconds to wait before trying again, or None to take the answer."""
-        if response.status_code == 429:
-            self.rate_limited += 1
-            wait = retry_after(response) or backoff(attempt, self.first_wait)
-            for limiter in self.limiters_for(method, path):
-                limiter.penalise(wait)
-            return min(wait, self.longest_wait)
-        if response.status_code >= 500 and attempt < self.max_waits:
-            return backoff(attempt, self.first_wait)
-        return None
 
     def _result(self, method, path, response):
         if response.status_code >= 400:
@@ -260,10 +292,9 @@ def retry_after(response):
         return None
 
 
-def backoff(attempt, first=0.5):
-    """``first`` seconds, then twice that, four times ... with jitter, at most
-    16 times ``first`` (0.5 s, 1 s, 2 s ... 8 s by default)."""
-    return first * min(16, 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+def upstream_retry(settings, tries=6):
+    """The RetryPolicy of a platform client, from UPSTREAM_RETRY_DELAY_MS."""
+    return RetryPolicy(tries=tries, first_wait=settings.upstream_retry_delay_ms / 1000)
 
 
 class DurableDict:

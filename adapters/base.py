@@ -9,7 +9,9 @@ Three kinds of adapter plug into the engine:
     Publisher.publish_state(product)                 (for the follower)
     Publisher.final_mockups(product)                 (for the follower)
 
-Each adapter is built once per engine as ``Cls(settings, http=None)``, has a
+Each adapter is built once per engine as ``Cls(settings, http)`` (the engine's
+requests.Session; the built-in ones that send requests cannot be built without
+it, the local ones take none), has a
 ``name``, answers ``health()`` (called from a background probe, so it must use
 short timeouts) and releases what it holds in ``close()``.
 

@@ -352,8 +352,10 @@ class ComfyUIBackend(ImageBackend):
 
     name = 'comfyui'
 
-    def __init__(self, settings, http=None):
-        super().__init__(settings, http or requests.Session())
+    def __init__(self, settings, http):
+        if http is None:
+            raise TypeError('ComfyUIBackend needs an HTTP session')
+        super().__init__(settings, http)
         if not settings.comfyui_url:
             raise ConfigError('IMAGE_BACKEND=comfyui needs COMFYUI_URL')
         self.workflow = load_workflow(settings.comfyui_workflow)

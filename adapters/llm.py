@@ -25,7 +25,7 @@ import json
 import logging
 import re
 
-from adapters.api import ApiClient
+from adapters.api import ApiClient, upstream_retry
 from adapters.base import AdapterError, ConfigError, DesignBrief, PromptWriter
 from adapters.blocklist import Blocklist
 from adapters.templates import (NEGATIVE_PROMPT, TemplateWriter, clean_tags, clip_title,
@@ -68,11 +68,10 @@ class ChatApi(ApiClient):
     """What both wire formats share: errors read from ``error.message``."""
 
     platform = 'llm'
-    max_waits = 3
 
     def __init__(self, base_url, http, settings):
-        super().__init__(base_url, http, timeout=settings.llm_timeout_ms / 1000,
-                         first_wait=settings.upstream_retry_delay_ms / 1000)
+        super().__init__(base_url, http, upstream_retry(settings, tries=3),
+                         timeout=settings.llm_timeout_ms / 1000)
 
     def reason(self, response):
         try:
@@ -145,7 +144,7 @@ class LlmWriter(PromptWriter):
 
     name = 'llm'
 
-    def __init__(self, settings, http=None):
+    def __init__(self, settings, http):
         super().__init__(settings, http)
         if settings.llm_base_url:
             self.client = OpenAIChat(settings, http)

@@ -37,10 +37,9 @@ import hmac
 import logging
 import time
 
-import gevent
 import gevent.lock
 
-from adapters.api import DurableDict, UnclearAnswer, backoff
+from adapters.api import DurableDict, UnclearAnswer
 from adapters.base import AdapterError
 
 log = logging.getLogger('podengine.orders')
@@ -313,7 +312,7 @@ class OrderDesk:
                                                  json=body, once=True)
             except UnclearAnswer as exc:
                 ctx.log(f'{exc}; looking for the order before sending it again', 'WARNING')
-                gevent.sleep(backoff(attempt, self.printify.client.first_wait))
+                self.printify.client.retry.sleep(self.printify.client.retry.backoff(attempt))
                 found = self.find(shop_id, external, ctx)
                 if found:
                     return ctx.checkpoint('printify:order', lambda: found)

@@ -26,9 +26,7 @@ import logging
 import math
 import time
 
-import gevent
-
-from adapters.api import ApiClient, KeyedLocks, RateLimiter, UnclearAnswer, backoff
+from adapters.api import ApiClient, KeyedLocks, RateLimiter, UnclearAnswer, upstream_retry
 from adapters.base import AdapterError, ConfigError, Publisher
 
 log = logging.getLogger('podengine.printify')
@@ -46,7 +44,7 @@ class PrintifyClient(ApiClient):
 
     def __init__(self, settings, http):
         super().__init__(settings.printify_api_url.rstrip('/') + '/v1', http,
-                         first_wait=settings.upstream_retry_delay_ms / 1000)
+                         upstream_retry(settings))
         self._token = settings.printify_api_token
         self.limits = {
             'all': RateLimiter(*settings.printify_rate_limit),
@@ -258,7 +256,7 @@ class PrintifyPublisher(Publisher):
 
     name = 'printify'
 
-    def __init__(self, settings, http=None):
+    def __init__(self, settings, http):
         super().__init__(settings, http)
         if not settings.printify_api_token:
             raise ConfigError('ENABLED_PLATFORMS includes printify but PRINTIFY_API_TOKEN '
@@ -403,7 +401,7 @@ class PrintifyPublisher(Publisher):
                 return ctx.checkpoint(f'printify:product:{tag}', lambda: summary(made, plan))
             except UnclearAnswer as exc:
                 ctx.log(f'{exc}; looking for the product before sending it again', 'WARNING')
-                gevent.sleep(backoff(attempt, self.client.first_wait))
+                self.client.retry.sleep(self.client.retry.backoff(attempt))
                 found = self.adopt(shop_id, body, since, ctx)
                 if found:
                     return ctx.checkpoint(f'printify:product:{tag}',

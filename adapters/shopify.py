@@ -37,7 +37,7 @@ import gevent
 import gevent.lock
 import requests
 
-from adapters.api import ApiClient, KeyedLocks, WaitTally
+from adapters.api import ApiClient, KeyedLocks, WaitTally, upstream_retry
 from adapters.base import AdapterError, ConfigError, Publisher
 from adapters.printify import default_mockup
 
@@ -81,13 +81,12 @@ class ShopifyClient(ApiClient):
     def __init__(self, settings, http):
         store = settings.shopify_store_url.rstrip('/')
         super().__init__(f'{store}/admin/api/{settings.shopify_api_version}', http,
-                         first_wait=settings.upstream_retry_delay_ms / 1000)
+                         upstream_retry(settings))
         self._token = settings.shopify_access_token
         self.available = None  # points left in the bucket, as last reported
         self.restore_rate = 50.0
         self.maximum = 1000.0
         self.reported_at = time.monotonic()
-        self.throttled = 0
         self.limits = {'cost_bucket': WaitTally()}
         self._bucket = gevent.lock.Semaphore()
         self.in_flight = 0  # points reserved by calls not yet answered
@@ -108,23 +107,27 @@ class ShopifyClient(ApiClient):
 
         ``once``: a mutation that must not happen twice: a 5xx or a lost
         connection raises UnclearAnswer instead of sending it again."""
-        for _ in range(self.max_waits):
-            body = self._paced_call(query, variables, cost, once)
+        sent = self.requests_sent
+        # A throttled answer spends a try of the same policy as a 429 does:
+        # at most `tries` sends in all, not `tries` for each throttled one.
+        while (left := self.retry.tries - (self.requests_sent - sent)) > 0:
+            body = self._paced_call(query, variables, cost, once, left)
             self._note_cost(body)
             errors = body.get('errors') or []
             if any(error_code(e) == 'THROTTLED' for e in errors):
-                self.throttled += 1
                 cost = requested_cost(body) or cost  # Shopify says what it will charge
-                self._pause(max(self._refill_time(cost), 0.5))
+                if self.requests_sent - sent < self.retry.tries:  # no wait after the last
+                    self._pause(max(self._refill_time(cost), 0.5))
                 continue
             if errors:
                 raise AdapterError(f'shopify: {"; ".join(error_text(e) for e in errors)}',
                                    adapter='shopify', retryable=any(
                                        error_code(e) == 'INTERNAL_SERVER_ERROR' for e in errors))
             return body.get('data') or {}
-        raise AdapterError('shopify: still throttled after several waits', adapter='shopify')
+        raise AdapterError(f'shopify: still throttled after {self.retry.tries} tries',
+                           adapter='shopify')
 
-    def _paced_call(self, query, variables, cost, once=False):
+    def _paced_call(self, query, variables, cost, once=False, tries=None):
         """Send once the bucket holds ``cost``, spending it at once so that
         concurrent calls see what is left; the very first call goes alone,
         to learn the bucket."""
@@ -132,12 +135,14 @@ class ShopifyClient(ApiClient):
         with self._bucket:
             self._wait_for_points(cost)
             if self.available is None:
-                return self.call('POST', '/graphql.json', json=payload, once=once) or {}
+                return self.call('POST', '/graphql.json', json=payload, once=once,
+                                 tries=tries) or {}
             self.available = self._estimate() - cost
             self.reported_at = time.monotonic()
             self.in_flight += cost
         try:
-            return self.call('POST', '/graphql.json', json=payload, once=once) or {}
+            return self.call('POST', '/graphql.json', json=payload, once=once,
+                             tries=tries) or {}
         finally:
             self.in_flight -= cost
 
@@ -214,7 +219,7 @@ class ShopifyPublisher(Publisher):
 
     name = 'shopify'
 
-    def __init__(self, settings, http=None):
+    def __init__(self, settings, http):
         super().__init__(settings, http)
         if not (settings.shopify_store_url and settings.shopify_access_token):
             raise ConfigError('ENABLED_PLATFORMS includes shopify but SHOPIFY_STORE_URL or '

@@ -1,6 +1,6 @@
 """What one job state change costs, at 1k and at 20k stored jobs.
 
-Measures ``Engine._set_status`` (the one place that changes a job's status:
+Measures ``Engine._move`` (the one place that changes a job's status:
 record, log line, journal line, group-commit fsync, event) on a real
 JournalStore in a temporary DATA_DIR, against the baseline of updating one
 document with TinyDB's own JSONStorage at the same number of documents.
@@ -27,7 +27,7 @@ def finished_job(index):
     job = podengine.new_job('generate', {'prompt': f'design {index}', 'productTypes': ['tshirt'],
                                          'count': 1, 'autoPublish': True}, 'normal', 3)
     job['id'] = f'{job["id"]}{index}'
-    job.update(status='completed', progress=100, startedAt=job['createdAt'],
+    job.update(status='failed', progress=100, startedAt=job['createdAt'],
                completedAt=job['createdAt'] + 4000,
                result={'success': True, 'products': [{'platform': 'local', 'type': 'tshirt',
                                                       'productId': f'local_{index}'}]})
@@ -56,7 +56,7 @@ def time_state_changes(engine):
     for sample in range(SAMPLES):
         job = jobs[sample * len(jobs) // SAMPLES]
         started = time.perf_counter()
-        engine._set_status(job, podengine.PENDING, 'Manual retry (benchmark)')
+        engine._move(job, 'retry', 'Manual retry (benchmark)')
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 

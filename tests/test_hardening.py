@@ -183,7 +183,9 @@ def test_a_full_disk_refuses_jobs_and_keeps_the_good_state(engines, tmp_path):
             if refused >= 3:
                 break
     assert refused >= 3 and len(accepted) > 5
-    assert engine.get('/health').status_code in (200, 503)  # still answering
+    health = engine.get('/health')  # still answering, and saying why it refuses
+    assert health.status_code == 503, health.text
+    assert any('could not write to disk' in reason for reason in health.json()['reasons'])
     engine.kill9()
     engines.allow_tracebacks = True  # logging itself hits the size limit
     after = engines.start(data, CUSTOM_HANDLERS='testkit')
