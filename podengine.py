@@ -2551,6 +2551,9 @@ class Engine:
         self.timers = Timers(self._due, self.clock)
         self.job_backoff = RetryPolicy(first_wait=settings.retry_delay_ms / 1000,
                                        longest_backoff=settings.retry_max_delay_ms / 1000)
+        self.store_backoff = RetryPolicy(first_wait=STORE_RETRY_MS / 1000,
+                                         longest_backoff=STORE_RETRY_MAX_MS / 1000,
+                                         sleep=self.clock.sleep)
         self._workers = []
         self._lock_file = None
         self._not_ours = set()  # Shopify orders that sell no engine product
@@ -2931,18 +2934,17 @@ class Engine:
         Until then the job is running with nothing behind it, and giving up
         would leave it to nobody. If the engine stops first, the job is
         running on disk, and the next start resumes it from its checkpoints."""
-        pause = STORE_RETRY_MS
-        while True:
+        for attempt in itertools.count(1):
             try:
                 return move()
             except Unavailable as exc:
                 if self.stopping:
                     log.warning('%s: the end of its attempt was not saved: %s', job['id'], exc)
                     return False
+                pause = self.store_backoff.backoff(attempt)
                 log.error('%s: the end of its attempt was not saved (%s); trying again in '
-                          '%.0f s', job['id'], exc, pause / 1000)
-                self.clock.sleep(pause / 1000)
-                pause = min(pause * 2, STORE_RETRY_MAX_MS)
+                          '%.1f s', job['id'], exc, pause)
+                self.store_backoff.sleep(pause)
 
     def save(self, job):
         """Save ``job`` as memory holds it (a checkpoint, a log line); returns

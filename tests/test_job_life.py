@@ -44,14 +44,19 @@ class MovedClock:
 
 class RefusingStore(podengine.JournalStore):
     """The durable store, with a disk that refuses the next ``refuse`` saves
-    of a job (as a full disk does: its batch fails, nothing of it is on disk)."""
+    of a job, or the first save ``refuse_if(job)`` picks (as a full disk does:
+    its batch fails, nothing of it is on disk)."""
 
     refuse = 0
     refused = 0
+    refuse_if = None
 
     def save(self, job, public=None):
-        if self.refuse:
-            self.refuse -= 1
+        picked = self.refuse_if is not None and self.refuse_if(job)
+        if picked:
+            self.refuse_if = None
+        if self.refuse or picked:
+            self.refuse = max(0, self.refuse - 1)
             self.refused += 1
             failed = gevent.event.AsyncResult()
             failed.set_exception(podengine.StoreError('could not save to disk: [Errno 28] '
@@ -102,7 +107,7 @@ def open_gate(job_id):
     GATES.setdefault(job_id, gevent.event.Event()).set()
 
 
-def on_disk(data_dir, job_id, clock):
+def on_disk(data_dir, job_id):
     """The job as a fresh engine reads it from ``data_dir`` (this one stopped)."""
     store = podengine.JournalStore(data_dir)
     jobs, _ = store.open()
@@ -155,7 +160,7 @@ def test_a_refused_start_leaves_the_job_pending_and_it_starts_later(engine, cloc
     wait_until(lambda: job['status'] == 'completed')
     assert job['result'] == {'steps': [0, 1, 2]} and engine.counts['completed'] == 1
     engine.stop(timeout=1)
-    assert on_disk(tmp_path, job['id'], clock)['status'] == 'completed'
+    assert on_disk(tmp_path, job['id'])['status'] == 'completed'
 
 
 def test_a_refused_end_is_saved_again_until_the_disk_takes_it(engine, clock, tmp_path):
@@ -165,25 +170,26 @@ def test_a_refused_end_is_saved_again_until_the_disk_takes_it(engine, clock, tmp
     open_gate(job['id'])
     wait_until(lambda: engine.store.refused == 1)
     assert job['status'] == 'running' and engine.meta['completedJobs'] == 0
-    clock.advance(podengine.STORE_RETRY_MS)  # refused again: the pause doubles
+    # The pauses: 1 s, 2 s, 4 s, each +-20 % (the store's RetryPolicy).
+    clock.advance(1200)
     wait_until(lambda: engine.store.refused == 2)
-    clock.advance(podengine.STORE_RETRY_MS)
+    clock.advance(1500)
     gevent.sleep(0.05)
     assert engine.store.refused == 2, 'tried again before its pause was over'
-    clock.advance(podengine.STORE_RETRY_MS)
+    clock.advance(1000)
     wait_until(lambda: engine.store.refused == 3)
     assert job['status'] == 'running'
-    clock.advance(4 * podengine.STORE_RETRY_MS)
+    clock.advance(4800)
     wait_until(lambda: job['status'] == 'completed')
     assert engine.meta['completedJobs'] == 1 and engine.counts['running'] == 0
     assert [e['message'] for e in job['logs']].count('Job completed successfully') == 1
     engine.stop(timeout=1)
-    saved = on_disk(tmp_path, job['id'], clock)
+    saved = on_disk(tmp_path, job['id'])
     assert saved['status'] == 'completed' and saved['result'] == {'done': True}
 
 
 def test_a_refused_checkpoint_is_a_retryable_failure(engine, clock):
-    refuse_after_start(engine)
+    engine.store.refuse_if = lambda job: 'step:0' in job['checkpoints']
     job, _ = engine.submit('custom', {'handler': 'stepped'}, max_retries=2)
     wait_until(lambda: job['status'] == 'pending' and job['retryCount'] == 1)
     assert 'StoreError' in job['error'] and 'No space left' in job['error']
@@ -191,19 +197,6 @@ def test_a_refused_checkpoint_is_a_retryable_failure(engine, clock):
     clock.advance(72_000)
     wait_until(lambda: job['status'] == 'completed')
     assert job['result'] == {'steps': [0, 1, 2]} and job['retryCount'] == 1
-
-
-def refuse_after_start(engine):
-    """Refuse the first write made while a job is running (its first checkpoint)."""
-    move = engine._move
-
-    def then_refuse(job, name, *args, **kwargs):
-        made = move(job, name, *args, **kwargs)
-        if name == 'start' and made and not getattr(engine, 'refused_once', False):
-            engine.refused_once = True
-            engine.store.refuse = 1
-        return made
-    engine._move = then_refuse
 
 
 def test_a_cancel_while_the_end_is_saved_makes_one_move(engine):
