@@ -57,12 +57,13 @@ def test_a_failed_re_read_keeps_the_first_mockups_with_a_warning(engines, fakes)
     printify = fakes.start('printify', mockup_seconds=30)
     engine = platform_engine(engines, printify, PRINTIFY_MOCKUP_WAIT_MS=0,
                              PRINTIFY_SYNC_POLL_MS=200, UPSTREAM_RETRY_DELAY_MS=20)
+    # Set before the product exists: the follower re-reads it as soon as the
+    # job completes, sooner than a test could set it afterwards.
+    requests.post(f'{printify.url}/_fake/config', timeout=5, json={'fail_next': [
+        {'path_contains': '/products/', 'method': 'GET', 'status': 404, 'times': 10}]})
     job_id = generate(engine)
     job = engine.wait_for(job_id, 'completed', timeout=60)
     [product] = by_platform(job, 'printify')
-    requests.post(f'{printify.url}/_fake/config', timeout=5, json={'fail_next': [
-        {'path_contains': f'/products/{product["productId"]}.json', 'method': 'GET',
-         'status': 404, 'times': 10}]})
     job = engine.wait_for(job_id, 'completed', timeout=30, where=lambda job: any(
         'final mockups' in line['message'] for line in job['logs']))
     [after] = by_platform(job, 'printify')

@@ -7,7 +7,7 @@ import random
 import pytest
 import requests
 
-from adapters.api import ApiClient, RateLimiter
+from adapters.api import ApiClient, RateLimiter, RetryPolicy
 from adapters.base import AdapterError
 
 
@@ -127,7 +127,7 @@ class Answering:
 
 class Limited(ApiClient):
     def __init__(self, http, limiter):
-        super().__init__('http://platform.invalid', http)
+        super().__init__('http://platform.invalid', http, RetryPolicy())
         self.limiter = limiter
 
     def limiters_for(self, method, path):
