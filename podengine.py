@@ -71,6 +71,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from jsonschema.exceptions import best_match
 from tinydb import TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Document, Table
 
 from adapters import comfyui, printready, quickcheck
 from adapters.api import KeyedLocks, RetryPolicy
@@ -733,6 +734,11 @@ class JobStore:
         ``public``, when given, is ``public_json(job)`` already encoded."""
         raise NotImplementedError
 
+    def save_checkpoint(self, job, key):
+        """Store the job's checkpoint ``key`` as ``job['checkpoints']`` holds
+        it, or its absence: one step, not the whole job."""
+        raise NotImplementedError
+
     def delete(self, job_id):
         """Forget a job."""
         raise NotImplementedError
@@ -774,19 +780,14 @@ class MemoryStore(JobStore):
     def save(self, job, public=None):
         return Done()
 
+    def save_checkpoint(self, job, key):
+        return Done()
+
     def delete(self, job_id):
         return Done()
 
     def save_meta(self, meta):
         return Done()
-
-
-def job_texts(job, public=None):
-    """The job as users see it and its checkpoints, as two JSON texts
-    (``public`` is the first, when the caller has it already)."""
-    if public is None:
-        public = json.dumps({key: value for key, value in job.items() if key != 'checkpoints'})
-    return public, json.dumps(job.get('checkpoints', {}))
 
 
 def archive_line(job, public, checkpoints):
@@ -814,11 +815,13 @@ class ArchivedJob:
         self.archive = archive
 
     @staticmethod
-    def entry_of(summary, segment, offset, public_size, checkpoints_size):
+    def entry_of(item, segment):
+        """The table's entry for an index item (see Archive) in ``segment``."""
         # Interned: 100k finished jobs share a handful of these strings.
-        return (summary['id'], sys.intern(summary['type']), sys.intern(summary['status']),
-                sys.intern(summary['priority']), summary['createdAt'],
-                summary['completedAt'], segment, offset, public_size, checkpoints_size)
+        job_id, job_type, status, priority, created, completed, offset, public_size, \
+            checkpoints_size, _ = item
+        return (job_id, sys.intern(job_type), sys.intern(status), sys.intern(priority),
+                created, completed, segment, offset, public_size, checkpoints_size)
 
     def __getitem__(self, key):
         return self.entry[self.INDEX[key]]
@@ -962,13 +965,20 @@ class JobList:
 
 
 class Archive:
-    """Finished jobs in append-only segment files (``archive/000001.jsonl``).
+    """Finished jobs in append-only segment files (``archive/000001.jsonl``),
+    each with a small index beside it (``000001.idx``).
 
-    Each line is ``summary TAB public job TAB checkpoints`` (JSON escapes tabs,
-    so a raw tab only ever separates parts), or ``{"del": id}`` to forget a
-    job. Start-up reads only the summaries; the rest is read when a user asks
-    for the job. A later line for the same job wins. A segment is removed once
-    it holds no live job and no older segment is left, so a forgetting line
+    Each segment line is ``summary TAB public job TAB checkpoints`` (JSON
+    escapes tabs, so a raw tab only ever separates parts), or ``{"del": id}``
+    to forget a job. Each index line is a JSON array: a job line's summary
+    fields, where its parts are and where the line ends, or ``[id, end]`` for
+    a forgetting line. Start-up reads only the indexes (about 100 bytes a
+    job, where a job's line is kilobytes); the rest is read when a user asks
+    for the job. An index is only ever behind its segment (written after it):
+    the lines past its end are read from the segment and indexed then, so a
+    crash between the two writes, or a folder from before indexes, costs one
+    scan. A later line for the same job wins. A segment is removed once it
+    holds no live job and no older segment is left, so a forgetting line
     never outlives the lines it forgets.
     """
 
@@ -983,6 +993,9 @@ class Archive:
     def path(self, segment):
         return self.dir / f'{segment:06d}.jsonl'
 
+    def index_path(self, segment):
+        return self.dir / f'{segment:06d}.idx'
+
     def segments(self):
         return sorted(int(path.stem) for path in self.dir.glob('*.jsonl')
                       if path.stem.isdigit())
@@ -993,15 +1006,53 @@ class Archive:
         self.dir.mkdir(parents=True, exist_ok=True)
         numbers = self.segments()
         for segment in numbers:
-            self._scan(segment, last=segment == numbers[-1])
+            self._load(segment, last=segment == numbers[-1])
         self._active = numbers[-1] if numbers else 1
         return self.entries
 
-    def _scan(self, segment, last):
+    def _load(self, segment, last):
+        indexed, end = self._read_index(segment)
+        if end < self.path(segment).stat().st_size:
+            unindexed = self._scan(segment, end, last)
+            if unindexed:
+                self._write_index(segment, unindexed)
+            indexed += unindexed
+        for item in indexed:
+            if len(item) == 2:
+                self.forget(item[0])
+            else:
+                self._add(ArchivedJob.entry_of(item, segment))
+
+    def _read_index(self, segment):
+        """The index's items and the segment offset they reach. An index that
+        is torn, unreadable or longer than its segment is rebuilt: it holds
+        nothing the segment does not."""
+        path = self.index_path(segment)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return [], 0
+        whole = data[:data.rfind(b'\n') + 1]
+        try:
+            items = json.loads(b'[%s]' % whole.rstrip(b'\n').replace(b'\n', b','))
+        except ValueError:
+            items = None
+        if items is None or (items and items[-1][-1] > self.path(segment).stat().st_size):
+            log.warning('rebuilding %s from its segment (it was unreadable)', path)
+            path.unlink()
+            return [], 0
+        if len(whole) < len(data):
+            with open(path, 'r+b') as file:  # a crash cut its last line short
+                file.truncate(len(whole))
+        return items, items[-1][-1] if items else 0
+
+    def _scan(self, segment, start, last):
+        """The index items of the segment's lines from offset ``start`` on."""
         path = self.path(segment)
         summaries, places = [], []
-        offset = 0
+        offset = start
         with open(path, 'rb') as file:
+            file.seek(start)
             for line in file:
                 if not line.endswith(b'\n'):
                     self._cut_torn_line(path, offset, last)
@@ -1009,19 +1060,17 @@ class Archive:
                 try:
                     summary, place = split_line(line, offset)
                 except ValueError:
-                    raise StoreError(f'{path} line {len(places) + 1} is unreadable; refusing '
-                                     f'to start and leaving it untouched') from None
-                summaries.append(summary)
-                places.append(place)
+                    raise StoreError(f'{path} line {len(summaries) + 1} from byte {start} is '
+                                     f'unreadable; refusing to start and leaving it '
+                                     f'untouched') from None
                 offset += len(line)
-        for summary, place in zip(self._parse(summaries, path), places):
-            if place is None:
-                self.forget(summary['del'])
-            else:
-                self._add(ArchivedJob.entry_of(summary, segment, *place))
+                summaries.append(summary)
+                places.append((place, offset))
+        return [index_item(summary, place, end) for summary, (place, end)
+                in zip(self._parse(summaries, path, start), places)]
 
     @staticmethod
-    def _parse(summaries, path):
+    def _parse(summaries, path, start):
         """All of a segment's summaries at once: one parse, not one per line."""
         try:
             return json.loads(b'[%s]' % b','.join(summaries))
@@ -1030,8 +1079,9 @@ class Archive:
                 try:
                     json.loads(summary)
                 except ValueError:
-                    raise StoreError(f'{path} line {number} is unreadable; refusing to '
-                                     f'start and leaving it untouched') from None
+                    raise StoreError(f'{path} line {number} from byte {start} is '
+                                     f'unreadable; refusing to start and leaving it '
+                                     f'untouched') from None
             raise
 
     @staticmethod
@@ -1059,30 +1109,42 @@ class Archive:
     # Writing -----------------------------------------------------------------
 
     def append(self, lines, forgotten):
-        """Append job lines and forgetting lines and fsync them (blocking: run
-        it in a thread). Returns ``(segment, offset)`` of each job line."""
+        """Append job lines and forgetting lines and fsync them, then their
+        index (blocking: run it in a thread). Returns ``(segment, offset)`` of
+        each job line."""
         lines = list(lines) + [b'{"del":%s}\n' % json.dumps(job_id).encode()
                                for job_id in forgotten]
         if not lines:
             return []
-        path = self.path(self._active)
+        segment, path = self._active, self.path(self._active)
         created = not path.exists()
-        places = []
         with open(path, 'ab', buffering=0) as file:
-            offset = append_whole(file, b''.join(lines))
-        for line in lines:
-            places.append((self._active, offset))
-            offset += len(line)
+            start = offset = append_whole(file, b''.join(lines))
+            places, items = [], []
+            for line in lines:
+                summary, place = split_line(line, offset)
+                places.append((segment, offset))
+                offset += len(line)
+                items.append(index_item(json.loads(summary), place, offset))
+            try:
+                self._write_index(segment, items)
+            except OSError:
+                file.truncate(start)  # not indexed: as if never appended
+                raise
         if created:
             fsync_dir(self.dir)
         if offset >= self.segment_bytes:
             self._active += 1
         return places
 
+    def _write_index(self, segment, items):
+        with open(self.index_path(segment), 'ab', buffering=0) as file:
+            append_whole(file, b''.join(b'%s\n' % json.dumps(item).encode() for item in items))
+
     def add(self, line, segment, offset):
         """Make an appended line live; returns its ArchivedJob."""
         summary, place = split_line(line, offset)
-        entry = ArchivedJob.entry_of(json.loads(summary), segment, *place)
+        entry = ArchivedJob.entry_of(index_item(json.loads(summary), place, 0), segment)
         self._add(entry)
         return ArchivedJob(entry, self)
 
@@ -1101,6 +1163,7 @@ class Archive:
             if reader is not None:
                 os.close(reader)
             self.path(segment).unlink(missing_ok=True)
+            self.index_path(segment).unlink(missing_ok=True)
             self.live.pop(segment, None)
 
     # Reading -----------------------------------------------------------------
@@ -1117,32 +1180,249 @@ class Archive:
         self._readers.clear()
 
 
-class AtomicJSONStorage(Storage):
-    """TinyDB storage that never leaves a half-written file.
+class DocumentTable(Table):
+    """A TinyDB table whose documents are keyed by their own ids (job ids),
+    and whose writes reach the storage as the documents they changed."""
 
-    TinyDB's JSONStorage rewrites its file in place, so a crash or a full disk
-    mid-write destroys the database. This one writes a temporary file, fsyncs
-    it and renames it over the old one.
+    document_id_class = str
+
+    def _update_table(self, updater):
+        # TinyDB's own copies the whole table around each write and hands the
+        # storage the whole database: a write would cost as much as the queue.
+        # (Its private hook; tinydb is pinned.)
+        documents = Touched(self._storage.read().setdefault(self.name, {}))
+        updater(documents)
+        self._storage.changed(self.name, documents.ids)
+        self.clear_cache()
+
+
+class Touched:
+    """A table's documents as TinyDB's updaters use them, noting which they
+    touch (an updater changes a document it reads in place)."""
+
+    def __init__(self, documents):
+        self.documents = documents
+        self.ids = []
+
+    def __contains__(self, doc_id):
+        return doc_id in self.documents
+
+    def __getitem__(self, doc_id):
+        self.ids.append(doc_id)
+        return self.documents[doc_id]
+
+    def __setitem__(self, doc_id, document):
+        self.ids.append(doc_id)
+        self.documents[doc_id] = document
+
+    def __delitem__(self, doc_id):
+        self.ids.append(doc_id)
+        del self.documents[doc_id]
+
+    def pop(self, doc_id, *default):
+        self.ids.append(doc_id)
+        return self.documents.pop(doc_id, *default)
+
+    def keys(self):
+        return self.documents.keys()
+
+    def clear(self):
+        self.ids.extend(self.documents)
+        self.documents.clear()
+
+
+class JobDatabase(TinyDB):
+    table_class = DocumentTable
+
+
+class JournalStorage(Storage):
+    """TinyDB's storage for the live jobs: the database in memory, each
+    changed document one line of ``journal.jsonl``, and the whole database
+    in ``jobs.json`` (TinyDB's own JSON layout) as of the last compaction.
+
+    Lines wait in ``lines`` until the store's writer appends them (``append``);
+    ``write_snapshot`` then ``restart_journal`` compact. A crash leaves the
+    snapshot, old or new, and whole journal lines (a torn last one is
+    dropped), so ``load`` gets back every change that was appended.
     """
 
-    def __init__(self, path):
-        self.path = Path(path)
+    def __init__(self, folder):
+        self.dir = Path(folder)
+        self.snapshot_path = self.dir / 'jobs.json'
+        self.journal_path = self.dir / 'journal.jsonl'
+        self.tables = {}  # table name -> document id -> document
+        self.texts = {}   # table name -> document id -> its JSON, as last written
+        self.lines = []   # journal lines to append
+        self.forgotten = set()  # jobs deleted (not just archived) in the journal
+        self._journal = None
 
     def read(self):
-        if not self.path.exists():
-            return None
+        return self.tables
+
+    def size(self):
+        """How many documents the database holds: what a compaction writes."""
+        return sum(map(len, self.tables.values()))
+
+    def write(self, tables):
+        raise TypeError('JournalStorage is written one document at a time (DocumentTable)')
+
+    def changed(self, table, doc_ids):
+        documents = self.tables[table]
+        texts = self.texts.setdefault(table, {})
+        for doc_id in dict.fromkeys(doc_ids):
+            name = json.dumps([table, doc_id])
+            if doc_id in documents:
+                text = texts[doc_id] = json.dumps(documents[doc_id])
+                self.lines.append(f'{{"put":{name[:-1]},{text}]}}\n'.encode('utf-8'))
+            elif texts.pop(doc_id, None) is not None:
+                self.lines.append(f'{{"drop":{name}}}\n'.encode('utf-8'))
+
+    def forget(self, job_id):
+        """Journal that a job was deleted: unlike a drop, this reaches the archive."""
+        self.lines.append(b'{"del":%s}\n' % json.dumps(job_id).encode())
+
+    # Loading -----------------------------------------------------------------
+
+    def load(self):
+        """Read the snapshot and replay the journal; True when the journal's
+        last line was torn (a crash mid-write)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tables = self._read_snapshot()
+        torn = self._replay()
+        self.texts = {}
+        self._journal = open(self.journal_path, 'ab', buffering=0)
+        return torn
+
+    def _read_snapshot(self):
+        if not self.snapshot_path.exists():
+            return {}
         try:
-            return json.loads(self.path.read_text(encoding='utf-8'))
+            tables = json.loads(self.snapshot_path.read_bytes())
         except (OSError, ValueError) as exc:
-            raise StoreError(f'{self.path} is unreadable ({exc}); refusing to start '
+            raise StoreError(f'{self.snapshot_path} is unreadable ({exc}); refusing to start '
                              f'and leaving it untouched. Move it aside to start '
                              f'with an empty store.') from None
+        return migrated(tables)
 
-    def write(self, data):
-        self.write_text(json.dumps(data))
+    def _replay(self):
+        if not self.journal_path.exists():
+            return False
+        lines = self.journal_path.read_bytes().split(b'\n')
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                if number == len(lines):  # a write cut short by a crash
+                    return True
+                raise StoreError(f'{self.journal_path} line {number} is unreadable; '
+                                 f'refusing to start and leaving it untouched') from None
+            self._apply(entry)
+        return False
 
-    def write_text(self, text):
-        write_atomically(self.path, text.encode('utf-8'))
+    def _apply(self, entry):
+        if 'put' in entry and isinstance(entry['put'], dict):  # a line from before tables
+            entry = {'put': ['jobs', entry['put']['id'], entry['put']]}
+        if 'meta' in entry:
+            entry = {'put': ['meta', 'engine', entry['meta']]}
+        if 'put' in entry:
+            table, doc_id, document = entry['put']
+            if table == 'jobs':
+                self._put_job(doc_id, document)
+            else:
+                self.tables.setdefault(table, {})[doc_id] = document
+        elif 'drop' in entry:
+            table, doc_id = entry['drop']
+            self.tables.get(table, {}).pop(doc_id, None)
+        elif 'del' in entry:  # its documents' drops are lines of their own
+            self.forgotten.add(entry['del'])
+
+    def _put_job(self, job_id, document):
+        checkpoints = document.pop('checkpoints', None)
+        self.tables.setdefault('jobs', {})[job_id] = document
+        if checkpoints is not None:  # an old line: the job's checkpoints inside
+            for key, value in checkpoints.items():
+                self.tables.setdefault('checkpoints', {})[checkpoint_id(job_id, key)] = {
+                    'job': job_id, 'key': key, 'value': value}
+
+    # Writing -----------------------------------------------------------------
+
+    def take(self):
+        lines, self.lines = self.lines, []
+        return b''.join(lines)
+
+    def append(self, data):
+        """Append journal lines and fsync them (blocking: run it in a thread)."""
+        append_whole(self._journal, data)
+
+    def text(self, table, doc_id):
+        """A document's JSON as last written (encoded now if it was loaded)."""
+        texts = self.texts.setdefault(table, {})
+        if doc_id not in texts:
+            texts[doc_id] = json.dumps(self.tables[table][doc_id])
+        return texts[doc_id]
+
+    def snapshot(self, leaving):
+        """The database as JSON, but for the documents ``leaving`` (table
+        name -> ids), built from the text each document was written as: no
+        document is encoded (but those loaded and not written since), and
+        nothing can change under the thread that writes it."""
+        parts = []
+        for table, documents in self.tables.items():
+            skip = leaving.get(table, ())
+            body = ','.join('%s:%s' % (json.dumps(doc_id), self.text(table, doc_id))
+                            for doc_id in documents if doc_id not in skip)
+            parts.append('%s:{%s}' % (json.dumps(table), body))
+        return '{%s}' % ','.join(parts)
+
+    def write_snapshot(self, text):
+        write_atomically(self.snapshot_path, text.encode('utf-8'))
+
+    def restart_journal(self):
+        self._journal.close()
+        self.journal_path.write_bytes(b'')
+        fsync_dir(self.dir)
+        self._journal = open(self.journal_path, 'ab', buffering=0)
+
+    def close(self):
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+
+def checkpoint_id(job_id, key):
+    """A checkpoint's document id: job ids hold no space."""
+    return f'{job_id} {key}'
+
+
+def migrated(tables):
+    """A snapshot from before checkpoints had their table (its jobs under
+    TinyDB's numbers, each with its checkpoints inside), in today's layout."""
+    meta = tables.get('meta', {})
+    if meta and 'engine' not in meta:
+        tables['meta'] = {'engine': next(iter(meta.values()))}
+    jobs = tables.get('jobs', {})
+    if all(job_id == job.get('id') and 'checkpoints' not in job
+           for job_id, job in itertools.islice(jobs.items(), 1)):
+        return tables
+    checkpoints = tables.setdefault('checkpoints', {})
+    tables['jobs'] = {}
+    for job in jobs.values():
+        for key, value in job.pop('checkpoints', {}).items():
+            checkpoints[checkpoint_id(job['id'], key)] = {'job': job['id'], 'key': key,
+                                                          'value': value}
+        tables['jobs'][job['id']] = job
+    return tables
+
+
+
+def index_item(summary, place, end):
+    """The archive index's item for a segment line that ends at ``end``:
+    ``[id, end]`` for a forgetting line (``place`` None)."""
+    if place is None:
+        return [summary['del'], end]
+    return [*(summary[field] for field in ArchivedJob.FIELDS), *place, end]
 
 
 def split_line(line, offset):
@@ -1195,46 +1475,48 @@ STORE_PROBLEM_S = 60  # /health reports a refused write for this long after it
 
 
 class JournalStore(JobStore):
-    """Live jobs made durable by a journal and a TinyDB file; finished jobs
-    moved to the archive.
+    """Live jobs in a TinyDB database made durable by a journal; finished
+    jobs moved to the archive.
 
-    Each change is one JSON line in ``journal.jsonl``. One writer greenlet
-    appends whatever changes have queued up and fsyncs once for all of them
-    (group commit), so many concurrent submits share one fsync and the cost of
-    a change does not grow with the number of stored jobs. After
-    ``compact_every`` lines, or as many lines as there are live jobs if that
-    is more (a queue of 30,000 pending jobs is not rewritten every 2,500
+    The database has three tables: ``jobs`` (each live job as users see it,
+    by id), ``checkpoints`` (one document per step a job has done, so a
+    checkpoint writes itself and not the job) and ``meta`` (the engine's
+    counters). Each write is one line of the journal (JournalStorage). One
+    writer greenlet appends whatever lines have queued up and fsyncs once for
+    all of them (group commit), so many concurrent submits share one fsync
+    and the cost of a change does not grow with the number of stored jobs.
+    After ``compact_every`` lines, or as many lines as there are live jobs if
+    that is more (a queue of 30,000 pending jobs is not rewritten every 2,500
     submits: a compaction's cost is spread over as many changes as it
     writes), the store compacts: jobs that finished since the last time are
-    appended to the archive and leave memory (the table gets an ArchivedJob
-    in their place), the jobs still pending or running are written
-    to ``jobs.json`` (a TinyDB database written atomically), and the journal
-    starts over. Compaction so costs as much as the live jobs, never as much
-    as the whole history, and memory holds the live jobs plus a small summary
-    of each finished one.
+    appended to the archive and leave the database and memory (the table
+    gets an ArchivedJob in their place), the database is written to
+    ``jobs.json`` and the journal starts over. Compaction so costs as much as
+    the live jobs, never as much as the whole history, and memory holds the
+    live jobs plus a small summary of each finished one.
     """
 
     def __init__(self, data_dir, compact_every=5000):
         self.dir = Path(data_dir)
-        self.journal_path = self.dir / 'journal.jsonl'
-        self.db = TinyDB(self.dir / 'jobs.json', storage=AtomicJSONStorage)
+        self.db = JobDatabase(self.dir, storage=JournalStorage)
+        self.storage = self.db.storage
+        self.live_jobs = self.db.table('jobs')
+        self.checkpoints = self.db.table('checkpoints')
+        self.meta = self.db.table('meta')
         self.archive = Archive(self.dir / 'archive')
         self.compact_every = compact_every
         self.jobs = JobTable(self.archive)
-        self._docs = {}          # live job id -> its JSON text as last saved
-        self._finished = {}      # job id -> its archive line: to archive next
+        self._keys = collections.defaultdict(set)  # live job id -> its checkpoints' keys
+        self._finished = {}      # job id -> its public JSON as it finished: to archive next
         self._failed = None      # (when, why) the last write failed
         self._on_disk = {}       # live job id -> its public JSON as last on disk
         self._unsynced = collections.Counter()  # live job id -> saves not on disk yet
-        self._saved = []         # (job id, public JSON) of each put in _lines
+        self._saved = []         # (job id, public JSON) of each save not appended yet
         self._forgotten = set()  # deleted since the last compaction
-        self._meta = '{}'
-        self._lines = []
         self._batch = gevent.event.AsyncResult()
         self._wakeup = gevent.event.Event()
         self._since_compact = 0
         self._closing = False
-        self._journal = None
         self._writer = None
         self._compacting = gevent.lock.Semaphore()
 
@@ -1242,62 +1524,68 @@ class JournalStore(JobStore):
 
     def open(self):
         archived = self.archive.open()
-        live, meta = self._read_snapshot()
-        torn = self._replay_journal(live, meta)
-        for job in live.values():
-            self.archive.forget(job['id'])  # its live state is newer
-            self._on_disk[job['id']] = self._track(job)[1]
+        torn = self.storage.load()
+        for job_id in self.storage.forgotten:
+            self.archive.forget(job_id)
+        self._forgotten |= self.storage.forgotten
+        live = self._read_live_jobs()
+        for job_id in live:
+            self.archive.forget(job_id)  # its live state is newer
+            if live[job_id]['status'] in FINISHED:  # not archived before the crash
+                self._finished[job_id] = self.storage.text('jobs', job_id)
         self.jobs = JobTable(self.archive, sorted(
             [*archived.values(), *live.values()], key=creation_order))
-        self._meta = json.dumps(meta)
+        meta = self.meta.get(doc_id='engine')
         self._compact()  # also drops a torn last line for good
+        self._on_disk = dict(self.storage.texts.get('jobs', {}))
         if torn:
-            log.warning('ignored a torn last line in %s (a crash mid-write)', self.journal_path)
-        self._journal = open(self.journal_path, 'ab', buffering=0)
+            log.warning('ignored a torn last line in %s (a crash mid-write)',
+                        self.storage.journal_path)
         self._writer = gevent.spawn(self._write_loop)
-        return self.jobs, meta
+        return self.jobs, dict(meta or {})
 
-    def _read_snapshot(self):
-        jobs = {job['id']: dict(job) for job in self.db.table('jobs').all()}
-        metas = self.db.table('meta').all()
-        return jobs, dict(metas[0]) if metas else {}
-
-    def _replay_journal(self, jobs, meta):
-        """Apply the journal to the snapshot; True when its last line was torn."""
-        if not self.journal_path.exists():
-            return False
-        lines = self.journal_path.read_bytes().split(b'\n')
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                if number == len(lines):  # a write cut short by a crash
-                    return True
-                raise StoreError(f'{self.journal_path} line {number} is unreadable; '
-                                 f'refusing to start and leaving it untouched') from None
-            self._apply(entry, jobs, meta)
-        return False
-
-    def _apply(self, entry, jobs, meta):
-        if 'put' in entry:
-            jobs[entry['put']['id']] = entry['put']
-        elif 'del' in entry:
-            jobs.pop(entry['del'], None)
-            self.archive.forget(entry['del'])
-            self._forgotten.add(entry['del'])
-        elif 'meta' in entry:
-            meta.clear()
-            meta.update(entry['meta'])
+    def _read_live_jobs(self):
+        jobs = {job.doc_id: {**job, 'checkpoints': {}} for job in self.live_jobs.all()}
+        for step in self.checkpoints.all():
+            if step['job'] in jobs:
+                jobs[step['job']]['checkpoints'][step['key']] = step['value']
+                self._keys[step['job']].add(step['key'])
+        return jobs
 
     # Writing -----------------------------------------------------------------
 
     def save(self, job, public=None):
-        text, public = self._track(job, public)
-        self._unsynced[job['id']] += 1
-        self._saved.append((job['id'], public))
-        return self._append('{"put":%s}\n' % text)
+        job_id = job['id']
+        self._check_open()
+        self._revive(job_id)
+        if job_id not in self.storage.tables.get('jobs', {}):  # new, or archived and back
+            for key in job['checkpoints']:
+                self._write_checkpoint(job, key)
+        self.live_jobs.upsert(Document(
+            {key: value for key, value in job.items() if key != 'checkpoints'}, doc_id=job_id))
+        public = self.storage.texts['jobs'][job_id]
+        if job['status'] in FINISHED:
+            self._finished[job_id] = public
+        else:
+            self._finished.pop(job_id, None)
+        self._unsynced[job_id] += 1
+        self._saved.append((job_id, public))
+        return self._queued()
+
+    def save_checkpoint(self, job, key):
+        self._check_open()
+        self._write_checkpoint(job, key)
+        return self._queued()
+
+    def _write_checkpoint(self, job, key):
+        doc_id = checkpoint_id(job['id'], key)
+        if key in job['checkpoints']:
+            self._keys[job['id']].add(key)
+            self.checkpoints.upsert(Document({'job': job['id'], 'key': key,
+                                              'value': job['checkpoints'][key]}, doc_id=doc_id))
+        else:
+            self._keys[job['id']].discard(key)
+            self.checkpoints.remove(doc_ids=[doc_id])
 
     def problem(self):
         # A minute after the last failure, not until the next success: a full
@@ -1314,19 +1602,6 @@ class JournalStore(JobStore):
             return self._on_disk.get(job_id)
         return None
 
-    def _track(self, job, public=None):
-        """Remember the job's JSON text, and its archive line once it has
-        finished; returns the text and the public part of it."""
-        public, checkpoints = job_texts(job, public)
-        text = f'{public[:-1]},"checkpoints":{checkpoints}}}'
-        self._docs[job['id']] = text
-        self._revive(job['id'])
-        if job['status'] in FINISHED:
-            self._finished[job['id']] = archive_line(job, public, checkpoints)
-        else:
-            self._finished.pop(job['id'], None)
-        return text, public
-
     def _revive(self, job_id):
         """An archived job that changes again (a retry, a late publish)
         lives again; until the change is on disk, users see its archived text."""
@@ -1337,58 +1612,73 @@ class JournalStore(JobStore):
             self.archive.forget(job_id)
 
     def delete(self, job_id):
-        self._docs.pop(job_id, None)
+        self._check_open()
+        self._drop(job_id)
         self._on_disk.pop(job_id, None)
         self._finished.pop(job_id, None)
         self.archive.forget(job_id)
         self._forgotten.add(job_id)
-        return self._append('{"del":%s}\n' % json.dumps(job_id))
+        self.storage.forget(job_id)
+        return self._queued()
+
+    def _drop(self, job_id):
+        """The job leaves the database (its checkpoints too)."""
+        self.live_jobs.remove(doc_ids=[job_id])
+        keys = self._keys.pop(job_id, ())
+        self.checkpoints.remove(doc_ids=[checkpoint_id(job_id, key) for key in keys])
 
     def save_meta(self, meta):
-        self._meta = json.dumps(meta)
-        return self._append('{"meta":%s}\n' % self._meta)
+        self._check_open()
+        self.meta.upsert(Document(meta, doc_id='engine'))
+        return self._queued()
 
-    def _append(self, line):
+    def _check_open(self):
         if self._closing and self._writer is None:
             raise StoreError('the store is closed')
-        self._lines.append(line.encode('utf-8'))
+
+    def _queued(self):
+        """The waitable of the batch the lines just written go out with."""
         self._wakeup.set()
         return self._batch
 
     def _write_loop(self):
-        while not (self._closing and not self._lines):
+        while not (self._closing and not self.storage.lines):
             self._wakeup.wait()
             self._wakeup.clear()
             self._write_batch()
-            if self._since_compact >= max(self.compact_every, len(self._docs)):
+            if self._since_compact >= max(self.compact_every, self.storage.size()):
                 self._compact_or_log()
 
     def _write_batch(self):
-        lines, batch, saved = self._lines, self._batch, self._saved
-        self._lines, self._batch, self._saved = [], gevent.event.AsyncResult(), []
-        if not lines:
+        data, batch, saved = self.storage.take(), self._batch, self._saved
+        self._batch, self._saved = gevent.event.AsyncResult(), []
+        if not data:
+            batch.set(None)
             return
         try:
-            run_in_thread(append_whole, self._journal, b''.join(lines))
+            run_in_thread(self.storage.append, data)
         except OSError as exc:
             log.error('journal write failed: %s', exc)
             self._failed = (time.monotonic(), f'the job store could not write to disk: {exc}')
             self._settle(saved, on_disk=False)
             batch.set_exception(StoreError(f'could not save to disk: {exc}'))
             return
-        self._since_compact += len(lines)
+        lines = data.count(b'\n')
+        self._since_compact += lines
         self.commits += 1
-        self.changes += len(lines)
+        self.changes += lines
         self._settle(saved, on_disk=True)
         batch.set(None)
 
     def _settle(self, saved, on_disk):
         for job_id, public in saved:
-            if on_disk and job_id in self._docs:
+            if on_disk and job_id in self.storage.tables.get('jobs', ()):
                 self._on_disk[job_id] = public
             self._unsynced[job_id] -= 1
             if self._unsynced[job_id] <= 0:
                 del self._unsynced[job_id]
+
+    # Compacting --------------------------------------------------------------
 
     def _compact_or_log(self):
         try:
@@ -1398,8 +1688,8 @@ class JournalStore(JobStore):
             self._since_compact = self.compact_every // 2
 
     def _compact(self):
-        """Archive the jobs that finished, write the live ones to the TinyDB
-        file, then empty the journal.
+        """Archive the jobs that finished, write the database without them,
+        then empty the journal.
 
         Everything is taken from one moment (no switch happens until the
         first write): changes made while the files are written are in the
@@ -1409,45 +1699,41 @@ class JournalStore(JobStore):
             self._compact_now()
 
     def _compact_now(self):
-        moving = {job_id: (line, self._docs[job_id]) for job_id, line in self._finished.items()}
+        moving = {job_id: (self._archive_line(job_id, public), public)
+                  for job_id, public in self._finished.items()}
         forgotten, dead = self._forgotten, self.archive.dead_segments()
-        snapshot = self._snapshot_text(text for job_id, text in self._docs.items()
-                                       if job_id not in moving)
+        snapshot = self.storage.snapshot(leaving={
+            'jobs': moving, 'checkpoints': {checkpoint_id(job_id, key) for job_id in moving
+                                            for key in self._keys.get(job_id, ())}})
         self._finished, self._forgotten = {}, set()
         try:
             places = run_in_thread(self.archive.append,
                                    [line for line, _ in moving.values()], forgotten)
-            run_in_thread(self.db.storage.write_text, snapshot)
-            self._restart_journal()
+            run_in_thread(self.storage.write_snapshot, snapshot)
+            self.storage.restart_journal()
+            self._since_compact = 0
         except OSError:
-            self._finished = {**{job_id: line for job_id, (line, _) in moving.items()},
+            self._finished = {**{job_id: public for job_id, (_, public) in moving.items()},
                               **self._finished}
             self._forgotten |= forgotten
             raise
         self._evict(moving, places)
         self.archive.drop(dead)
 
-    def _snapshot_text(self, docs):
-        # Built from the JSON each job was saved as, so no job dict is
-        # serialised here and nothing can change under the writer thread.
-        jobs = ','.join('"%d":%s' % pair for pair in enumerate(docs, 1))
-        return '{"jobs":{%s},"meta":{"1":%s}}' % (jobs, self._meta)
-
-    def _restart_journal(self):
-        if self._journal is not None:
-            self._journal.close()
-        self.journal_path.write_bytes(b'')
-        fsync_dir(self.dir)
-        if self._journal is not None:
-            self._journal = open(self.journal_path, 'ab', buffering=0)
-        self._since_compact = 0
+    def _archive_line(self, job_id, public):
+        steps = self.storage.tables.get('checkpoints', {})
+        checkpoints = {key: steps[checkpoint_id(job_id, key)]['value']
+                       for key in self._keys.get(job_id, ())}
+        return archive_line(self.storage.tables['jobs'][job_id], public, json.dumps(checkpoints))
 
     def _evict(self, moving, places):
-        """Finished jobs leave memory: the table gets their ArchivedJob."""
-        for (job_id, (line, text)), (segment, offset) in zip(moving.items(), places):
-            if self._docs.get(job_id) is not text:
+        """Finished jobs leave the database and memory: the table gets their
+        ArchivedJob. (Their drops are journalled: the snapshot is without them.)"""
+        texts = self.storage.texts.get('jobs', {})
+        for (job_id, (line, public)), (segment, offset) in zip(moving.items(), places):
+            if texts.get(job_id) is not public or job_id in self._finished:
                 continue  # changed while being archived: it stays live
-            del self._docs[job_id]
+            self._drop(job_id)
             self._on_disk.pop(job_id, None)
             archived = self.archive.add(line, segment, offset)
             if job_id in self.jobs:
@@ -1460,7 +1746,7 @@ class JournalStore(JobStore):
         self._wakeup.set()
         self._writer.join()
         self._compact_or_log()
-        self._journal.close()
+        self.storage.close()
         self.archive.close()
         self._writer = None
 
@@ -2464,13 +2750,13 @@ class JobContext:
             # Kept in memory even if the save fails: the step has run (made
             # something upstream), and running it again could make it twice.
             done[key] = make()
-            self.engine.save(self.job).get()
+            self.engine.save_checkpoint(self.job, key).get()
         return done[key]
 
     def remember(self, key, make):
         """The value of step ``key`` in this attempt, or ``make()`` kept in
         memory: for steps that redo the same from files on disk after a
-        restart, so they need no durable save (a save writes the whole job)."""
+        restart, so they need no durable save."""
         key = self.prefix + key
         if key not in self.memo:
             self.memo[key] = make()
@@ -2483,7 +2769,7 @@ class JobContext:
     def forget(self, key):
         """Drop a checkpoint, so the step runs again (e.g. on another server)."""
         if self.job['checkpoints'].pop(self.prefix + key, None) is not None:
-            self.engine.save(self.job).get()
+            self.engine.save_checkpoint(self.job, self.prefix + key).get()
 
     def scoped(self, prefix, span):
         """A context for a part of the job (a batch item): own keys, own share."""
@@ -2952,6 +3238,11 @@ class Engine:
         disk: that line would be followed by one with the status it left."""
         with self._changing(job['id']):
             return self.store.save(job)
+
+    def save_checkpoint(self, job, key):
+        """Save one checkpoint of ``job``; returns the store's waitable."""
+        with self._changing(job['id']):
+            return self.store.save_checkpoint(job, key)
 
     def _announce(self, job, entry):
         """The events of a change, once it is on disk: watchers never hear of

@@ -3,6 +3,7 @@
 import json
 import time
 
+import podengine
 from test_jobs import sleep_job, trace
 
 
@@ -133,7 +134,6 @@ def test_only_one_engine_per_data_dir(engines, tmp_path):
 
 
 def test_live_jobs_in_tinydb_and_finished_ones_in_the_archive(engines, tmp_path):
-    from tinydb import TinyDB
     data = tmp_path / 'data'
     first = engines.start(data, CUSTOM_HANDLERS='testkit', MAX_CONCURRENT_JOBS='1')
     done_id = first.submit(sleep_job(0))
@@ -143,10 +143,12 @@ def test_live_jobs_in_tinydb_and_finished_ones_in_the_archive(engines, tmp_path)
     queued_id = first.submit(sleep_job(0))
     first.wait_for(waiting_id, 'running')
     assert first.stop() == 0
-    with TinyDB(data / 'jobs.json') as db:
-        assert {job['id']: job['status'] for job in db.table('jobs').all()} == {
+    # TinyDB reads it: jobs by their ids, their checkpoints apart, the counters.
+    with podengine.JobDatabase(data / 'jobs.json', access_mode='r') as db:
+        assert {job.doc_id: job['status'] for job in db.table('jobs').all()} == {
             waiting_id: 'pending', queued_id: 'pending'}
-        assert db.table('meta').all()[0]['completedJobs'] == 1
+        assert db.table('meta').get(doc_id='engine')['completedJobs'] == 1
+        assert {step['job'] for step in db.table('checkpoints').all()} <= {waiting_id}
     assert (data / 'journal.jsonl').read_text() == ''
     [line] = (data / 'archive' / '000001.jsonl').read_text().splitlines()
     summary, public, checkpoints = (json.loads(part) for part in line.split('\t'))

@@ -44,25 +44,31 @@ class MovedClock:
 
 class RefusingStore(podengine.JournalStore):
     """The durable store, with a disk that refuses the next ``refuse`` saves
-    of a job, or the first save ``refuse_if(job)`` picks (as a full disk does:
-    its batch fails, nothing of it is on disk)."""
+    of a job (or of its checkpoints), or the first one ``refuse_if(job)``
+    picks (as a full disk does: its batch fails, nothing of it is on disk)."""
 
     refuse = 0
     refused = 0
     refuse_if = None
 
     def save(self, job, public=None):
+        return self._refused(job) or super().save(job, public)
+
+    def save_checkpoint(self, job, key):
+        return self._refused(job) or super().save_checkpoint(job, key)
+
+    def _refused(self, job):
         picked = self.refuse_if is not None and self.refuse_if(job)
         if picked:
             self.refuse_if = None
-        if self.refuse or picked:
-            self.refuse = max(0, self.refuse - 1)
-            self.refused += 1
-            failed = gevent.event.AsyncResult()
-            failed.set_exception(podengine.StoreError('could not save to disk: [Errno 28] '
-                                                      'No space left on device'))
-            return failed
-        return super().save(job, public)
+        if not (self.refuse or picked):
+            return None
+        self.refuse = max(0, self.refuse - 1)
+        self.refused += 1
+        failed = gevent.event.AsyncResult()
+        failed.set_exception(podengine.StoreError('could not save to disk: [Errno 28] '
+                                                  'No space left on device'))
+        return failed
 
 
 def make_engine(data_dir, clock, store=None, **settings):

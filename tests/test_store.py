@@ -16,9 +16,9 @@ from podengine import ArchivedJob, JournalStore, StoreError
 
 def finished(number, status='completed', **fields):
     job = podengine.new_job('custom', {'handler': 'sleep', 'seconds': number}, 'normal', 3)
-    job.update(id=f'job_{number:05d}', createdAt=1_000 + number, status=status,
-               completedAt=2_000 + number, result={'n': number},
-               checkpoints={'step': number}, **fields)
+    job.update({'id': f'job_{number:05d}', 'createdAt': 1_000 + number, 'status': status,
+                'completedAt': 2_000 + number, 'result': {'n': number},
+                'checkpoints': {'step': number}, **fields})
     job['logs'].append({'timestamp': 1, 'message': f'line {number}\twith a tab', 'type': 'INFO'})
     return job
 
@@ -182,9 +182,37 @@ def test_a_damaged_archive_line_stops_the_start_and_is_left_alone(tmp_path, dama
     segment = archived_segment(tmp_path)
     damaged = damage(*segment.read_bytes().splitlines(keepends=True))
     segment.write_bytes(damaged)
-    with pytest.raises(StoreError, match='000001.jsonl line 1 is unreadable'):
+    segment.with_suffix('.idx').unlink()  # as if a crash came before its index
+    with pytest.raises(StoreError, match='000001.jsonl line 1 from byte 0 is unreadable'):
         JournalStore(tmp_path).open()
     assert segment.read_bytes() == damaged
+
+
+def test_start_reads_the_archive_index_not_its_segments(tmp_path):
+    segment = archived_segment(tmp_path)
+    # Same length, other bytes: only a read of the segment would see them.
+    segment.write_bytes(segment.read_bytes().replace(b'"status": "completed"',
+                                                     b'"status": "Completed"'))
+    store, table, _ = opened(tmp_path)
+    assert [job['status'] for job in table.values()] == ['completed', 'completed']
+    store.close()
+
+
+@pytest.mark.parametrize('damage', [
+    lambda index: index.unlink(),                                   # a folder from before
+    lambda index: index.write_bytes(index.read_bytes()[:-7]),       # torn last line
+    lambda index: index.write_bytes(b'{not json\n'),                # unreadable
+    lambda index: index.write_bytes(index.read_bytes() + b'["x", 99999]\n'),  # past its end
+])
+def test_a_missing_or_damaged_index_is_rebuilt_from_its_segment(tmp_path, damage):
+    segment = archived_segment(tmp_path)
+    index = segment.with_suffix('.idx')
+    whole = index.read_bytes()
+    damage(index)
+    store, table, _ = opened(tmp_path)
+    assert [job.load()['result'] for job in table.values()] == [{'n': 1}, {'n': 2}]
+    store.close()
+    assert index.read_bytes() == whole
 
 
 def test_an_archive_append_that_does_not_fit_leaves_no_partial_line(tmp_path):
@@ -199,10 +227,12 @@ from podengine import Archive
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 archive = Archive(sys.argv[1])
 archive.open()
-archive.append([b'{"id": "a"}\\tx\\t{}\\n'], [])
-resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.RLIM_INFINITY))
+line = lambda job_id, public: (b'{"id": "%s", "type": "custom", "status": "completed", '
+    b'"priority": "normal", "createdAt": 1, "completedAt": 2}\\t%s\\t{}\\n' % (job_id, public))
+archive.append([line(b'a', b'x')], [])
+resource.setrlimit(resource.RLIMIT_FSIZE, (400, resource.RLIM_INFINITY))
 try:
-    archive.append([b'{"id": "b"}\\t' + b'y' * 500 + b'\\t{}\\n'], [])
+    archive.append([line(b'b', b'y' * 500)], [])
 except OSError as exc:
     print('refused:', exc.errno)
 '''
@@ -211,7 +241,10 @@ except OSError as exc:
     done = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'archive'), str(root)],
                           capture_output=True, text=True, timeout=30)
     assert done.stdout.startswith('refused:'), done.stdout + done.stderr
-    assert (tmp_path / 'archive' / '000001.jsonl').read_bytes() == b'{"id": "a"}\tx\t{}\n'
+    segment = (tmp_path / 'archive' / '000001.jsonl').read_bytes()
+    assert segment.count(b'\n') == 1 and segment.startswith(b'{"id": "a"') and b'yyy' not in segment
+    archive = podengine.Archive(tmp_path / 'archive')
+    assert list(archive.open()) == ['a']
 
 
 def test_find_pages_archived_and_live_jobs_alike(tmp_path):
@@ -231,12 +264,57 @@ def test_find_pages_archived_and_live_jobs_alike(tmp_path):
 
 def test_a_long_queue_is_compacted_once_per_as_many_changes_as_it_holds(tmp_path):
     store, table, _ = opened(tmp_path, compact_every=10)
-    pending = [finished(number, status='pending') for number in range(1, 41)]
+    compactions = []
+    store.storage.restart_journal = wrapped(store.storage.restart_journal, compactions)
+    pending = [finished(number, status='pending', checkpoints={}) for number in range(40)]
     save_all(store, pending, table)
-    gevent.sleep(0)
-    assert store.commits and store._since_compact == 40  # 40 live jobs: not yet at 10
-    save_all(store, [finished(41, status='pending')], table)
-    gevent.sleep(0)
-    assert store._since_compact in (0, 1)  # 41 >= 41 live: compacted
-    assert len(json.loads((tmp_path / 'jobs.json').read_text())['jobs']) >= 40
+    gevent.sleep(0.05)
+    assert len(compactions) == 1  # 40 lines for 40 documents
+    for _ in range(2):
+        save_all(store, pending[:20], table)
+        gevent.sleep(0.05)
+    assert len(compactions) == 2  # not after 10 or 20 changes: after 40
+    assert len(json.loads((tmp_path / 'jobs.json').read_text())['jobs']) == 40
+    store.close()
+
+
+def wrapped(fn, calls):
+    def counted(*args):
+        calls.append(args)
+        return fn(*args)
+    return counted
+
+
+def test_a_folder_from_before_the_checkpoints_table_opens_whole(tmp_path):
+    """jobs.json under TinyDB's numbers with checkpoints inside each job, and
+    journal lines of whole jobs: what earlier versions wrote."""
+    older, newer = finished(1, status='running'), finished(2, status='pending')
+    (tmp_path / 'jobs.json').write_text(json.dumps(
+        {'jobs': {'1': older}, 'meta': {'1': {'totalJobs': 1}}}))
+    (tmp_path / 'journal.jsonl').write_text(
+        json.dumps({'put': newer}) + '\n' + json.dumps({'meta': {'totalJobs': 2}}) + '\n')
+    store, table, meta = opened(tmp_path)
+    assert meta == {'totalJobs': 2}
+    assert [table[job['id']] for job in (older, newer)] == [older, newer]
+    store.close()
+    store, table, meta = opened(tmp_path)
+    assert [table[job['id']] for job in (older, newer)] == [older, newer]
+    assert meta == {'totalJobs': 2}
+    store.close()
+
+
+def test_a_checkpoint_writes_itself_not_the_job(tmp_path):
+    store, table, _ = opened(tmp_path)
+    job = finished(1, status='running', logs=[{'message': 'x' * 100_000}])
+    save_all(store, [job], table)
+    journal = tmp_path / 'journal.jsonl'
+    before = journal.stat().st_size
+    job['checkpoints']['image:0'] = {'path': 'designs/a.png'}
+    store.save_checkpoint(job, 'image:0').get()
+    assert journal.stat().st_size - before < 200
+    del job['checkpoints']['step']
+    store.save_checkpoint(job, 'step').get()
+    store.close()
+    store, table, _ = opened(tmp_path)
+    assert table['job_00001']['checkpoints'] == {'image:0': {'path': 'designs/a.png'}}
     store.close()
