@@ -1254,6 +1254,7 @@ class JournalStorage(Storage):
         self.texts = {}   # table name -> document id -> its JSON, as last written
         self.lines = []   # journal lines to append
         self.forgotten = set()  # jobs deleted (not just archived) in the journal
+        self.encoded = {}  # (table, document id) -> its JSON, encoded by the caller
         self._journal = None
 
     def read(self):
@@ -1272,7 +1273,8 @@ class JournalStorage(Storage):
         for doc_id in dict.fromkeys(doc_ids):
             name = json.dumps([table, doc_id])
             if doc_id in documents:
-                text = texts[doc_id] = json.dumps(documents[doc_id])
+                text = texts[doc_id] = (self.encoded.pop((table, doc_id), None)
+                                        or json.dumps(documents[doc_id]))
                 self.lines.append(f'{{"put":{name[:-1]},{text}]}}\n'.encode('utf-8'))
             elif texts.pop(doc_id, None) is not None:
                 self.lines.append(f'{{"drop":{name}}}\n'.encode('utf-8'))
@@ -1561,6 +1563,8 @@ class JournalStore(JobStore):
         if job_id not in self.storage.tables.get('jobs', {}):  # new, or archived and back
             for key in job['checkpoints']:
                 self._write_checkpoint(job, key)
+        if public is not None:  # the submit's 201 body: not encoded twice
+            self.storage.encoded[('jobs', job_id)] = public
         self.live_jobs.upsert(Document(
             {key: value for key, value in job.items() if key != 'checkpoints'}, doc_id=job_id))
         public = self.storage.texts['jobs'][job_id]

@@ -318,3 +318,16 @@ def test_a_checkpoint_writes_itself_not_the_job(tmp_path):
     store, table, _ = opened(tmp_path)
     assert table['job_00001']['checkpoints'] == {'image:0': {'path': 'designs/a.png'}}
     store.close()
+
+
+def test_a_save_given_the_jobs_json_writes_that_text(tmp_path):
+    store, table, _ = opened(tmp_path)
+    job = finished(1, status='pending', checkpoints={})
+    table[job['id']] = job
+    public = podengine.public_json(job).decode()
+    store.save(job, public).get()
+    assert store.storage.texts['jobs'][job['id']] is public and not store.storage.encoded
+    store.close()
+    store, table, _ = opened(tmp_path)
+    assert table[job['id']] == job
+    store.close()
